@@ -1,0 +1,302 @@
+"""The one path through which every change from Clerk reaches the Django users.
+
+Webhooks (and later the middleware and the backfill) call :func:`sync_user` and
+:func:`delete_user`; the rules live here once:
+
+- upsert by Clerk user id, never by email;
+- ordering: a payload whose ``updated_at`` is older than the one applied is stale;
+- deletion leaves a tombstone, and nothing brings a tombstoned id back;
+- signals are sent once per effective change, after the transaction commits.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import CharField, TextField
+from django.utils import timezone
+
+from .conf import clerk_settings
+from .field_map import import_callable, mapped_values
+from .models import ClerkUserLink
+from .signals import clerk_user_deleted, clerk_user_synced
+
+logger = logging.getLogger("django_clerk_sync.sync")
+
+CREATED = "created"
+UPDATED = "updated"
+UNCHANGED = "unchanged"
+STALE = "stale"
+TOMBSTONED = "tombstoned"  # an update for a Clerk id that was deleted: skipped
+DELETED = "deleted"
+ALREADY_DELETED = "already deleted"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    clerk_id: str
+    outcome: str
+    user: Optional[Any] = None
+
+    @property
+    def changed(self):
+        return self.outcome in (CREATED, UPDATED, DELETED)
+
+
+class InvalidClerkUser(ValueError):
+    """The payload has no usable Clerk user id: there is nothing to sync."""
+
+
+class SyncConflict(Exception):
+    """The Django user cannot be saved as Clerk describes it (for example, another
+    local user already holds the same unique email). Retrying will not help until
+    someone resolves the conflict."""
+
+
+class SignalReceiverError(Exception):
+    """A ``clerk_user_synced`` / ``clerk_user_deleted`` receiver raised after the
+    change was committed."""
+
+
+def clean_clerk_id(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise InvalidClerkUser(f"no usable Clerk user id ({type(value).__name__})")
+    return value
+
+
+def _updated_at_ms(clerk_user):
+    value = clerk_user.get("updated_at")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _locked_link(clerk_id):
+    """The link row for ``clerk_id``, created if new, locked for this transaction."""
+    queryset = ClerkUserLink.objects.select_related("user")
+    connection = connections[router.db_for_write(ClerkUserLink)]
+    if connection.features.has_select_for_update_of:
+        queryset = queryset.select_for_update(of=("self",))
+    else:
+        queryset = ClerkUserLink.objects.select_for_update()
+    # get_or_create survives a concurrent insert of the same id (it re-reads).
+    link, _ = queryset.get_or_create(clerk_id=clerk_id)
+    return link
+
+
+def get_user(clerk_id):
+    """The Django user linked to ``clerk_id``; ``None`` if unknown or deleted."""
+    link = (
+        ClerkUserLink.objects.select_related("user")
+        .filter(clerk_id=clerk_id, deleted_at__isnull=True)
+        .first()
+    )
+    return link.user if link else None
+
+
+def _coerce(field, value, clerk_id):
+    if isinstance(field, (CharField, TextField)):
+        if value is None:
+            return None if field.null else ""
+        if not isinstance(value, str):
+            value = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        if field.max_length and len(value) > field.max_length:
+            logger.warning(
+                "Clerk user %s: value for %r is %d characters, truncated to the "
+                "field's max_length %d",
+                clerk_id,
+                field.name,
+                len(value),
+                field.max_length,
+            )
+            value = value[: field.max_length]
+    return value
+
+
+def _free_username(user_model, user, wanted, clerk_id):
+    """The Clerk username when set and free, otherwise one derived from the Clerk id."""
+    field = user_model.USERNAME_FIELD
+    current = getattr(user, field, None)
+
+    def taken(candidate):
+        others = user_model._default_manager.filter(**{f"{field}__iexact": candidate})
+        if user.pk is not None:
+            others = others.exclude(pk=user.pk)
+        return others.exists()
+
+    if wanted and (wanted == current or not taken(wanted)):
+        return wanted
+    candidate, n = clerk_id, 1
+    while candidate != current and taken(candidate):
+        n += 1
+        candidate = f"{clerk_id}-{n}"
+    return candidate
+
+
+def _apply_fields(user_model, user, clerk_user, clerk_id):
+    """Set the mapped fields on ``user``; return the names of those that changed."""
+    opts = user_model._meta
+    values = mapped_values(clerk_user)
+    username_field = user_model.USERNAME_FIELD
+    email_is_username = username_field == user_model.get_email_field_name()
+    changed = []
+    for name, value in values.items():
+        field = opts.get_field(name)
+        value = _coerce(field, value, clerk_id)
+        if name == username_field:
+            if email_is_username:
+                # Email-as-username models: a user without an email still needs a
+                # unique, non-empty login value.
+                value = value or clerk_id
+            else:
+                value = _free_username(user_model, user, value, clerk_id)
+        if getattr(user, field.attname) != value:
+            setattr(user, field.attname, value)
+            changed.append(name)
+    if username_field not in values and not getattr(user, username_field, None):
+        setattr(user, username_field, _free_username(user_model, user, None, clerk_id))
+        changed.append(username_field)
+    return changed
+
+
+def _send_after_commit(signal, **kwargs):
+    def send():
+        try:
+            signal.send(**kwargs)
+        except Exception as exc:
+            raise SignalReceiverError(
+                f"a {signal_name(signal)} receiver raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+    transaction.on_commit(send, using=router.db_for_write(ClerkUserLink))
+
+
+def signal_name(signal):
+    return "clerk_user_deleted" if signal is clerk_user_deleted else "clerk_user_synced"
+
+
+def announce(result, *, clerk_user=None, source):
+    """Send the signal for an effective change once the transaction commits."""
+    user_model = get_user_model()
+    if result.outcome == DELETED:
+        _send_after_commit(
+            clerk_user_deleted,
+            sender=user_model,
+            user=result.user,
+            clerk_id=result.clerk_id,
+            source=source,
+        )
+    elif result.outcome in (CREATED, UPDATED):
+        _send_after_commit(
+            clerk_user_synced,
+            sender=user_model,
+            user=result.user,
+            clerk_user=clerk_user,
+            created=result.outcome == CREATED,
+            source=source,
+        )
+
+
+def sync_user(clerk_user, *, source):
+    """Create or update the Django user for one Clerk user object.
+
+    Raises :class:`InvalidClerkUser` for a payload without an id and
+    :class:`SyncConflict` when the user row cannot be saved.
+    """
+    if not isinstance(clerk_user, dict):
+        raise InvalidClerkUser("the Clerk user is not an object")
+    clerk_id = clean_clerk_id(clerk_user.get("id"))
+    updated_at = _updated_at_ms(clerk_user)
+    user_model = get_user_model()
+
+    with transaction.atomic(using=router.db_for_write(ClerkUserLink)):
+        link = _locked_link(clerk_id)
+        if link.is_tombstone:
+            logger.info("Clerk user %s is deleted; %s update skipped", clerk_id, source)
+            return SyncResult(clerk_id, TOMBSTONED, link.user)
+        if link.clerk_updated_at is not None and (
+            updated_at is None or updated_at < link.clerk_updated_at
+        ):
+            logger.info(
+                "Clerk user %s: stale %s update (updated_at %s < applied %s) skipped",
+                clerk_id,
+                source,
+                updated_at,
+                link.clerk_updated_at,
+            )
+            return SyncResult(clerk_id, STALE, link.user)
+
+        user = link.user
+        created = user is None
+        if created:
+            user = user_model()
+        changed = _apply_fields(user_model, user, clerk_user, clerk_id)
+        try:
+            with transaction.atomic(using=router.db_for_write(user_model)):
+                if created:
+                    if hasattr(user, "set_unusable_password"):
+                        user.set_unusable_password()
+                    user.save()
+                elif changed:
+                    user.save(update_fields=changed)
+        except IntegrityError as exc:
+            raise SyncConflict(
+                f"Clerk user {clerk_id}: the Django user could not be saved ({exc}). "
+                "Another local user probably holds the same unique value; resolve "
+                "the conflict, then replay the event."
+            ) from exc
+
+        if updated_at is not None:
+            link.clerk_updated_at = updated_at
+        if created or link.user_id != user.pk:
+            link.user = user
+        link.save()
+
+        outcome = CREATED if created else (UPDATED if changed else UNCHANGED)
+        result = SyncResult(clerk_id, outcome, user)
+        announce(result, clerk_user=clerk_user, source=source)
+        logger.info("Clerk user %s %s (%s)", clerk_id, outcome, source)
+        return result
+
+
+def _apply_delete_policy(user):
+    policy = clerk_settings.ON_DELETE
+    if policy == "deactivate":
+        if user.is_active:
+            user.is_active = False
+            user.save(update_fields=["is_active"])
+    elif policy == "delete":
+        user.delete()
+    else:
+        handler = import_callable(policy) if isinstance(policy, str) else policy
+        handler(user)
+
+
+def delete_user(clerk_id, *, source):
+    """Tombstone ``clerk_id`` and apply ``CLERK_SYNC_ON_DELETE`` to its Django user.
+
+    Deleting an id never seen still writes the tombstone, so a late
+    ``user.created`` for it is ignored.
+    """
+    clerk_id = clean_clerk_id(clerk_id)
+    with transaction.atomic(using=router.db_for_write(ClerkUserLink)):
+        link = _locked_link(clerk_id)
+        if link.is_tombstone:
+            return SyncResult(clerk_id, ALREADY_DELETED, link.user)
+        user = link.user
+        link.deleted_at = timezone.now()
+        if user is not None and clerk_settings.ON_DELETE == "delete":
+            link.user = None  # the row goes; the tombstone stays
+        link.save()
+        if user is not None:
+            _apply_delete_policy(user)
+        result = SyncResult(clerk_id, DELETED, user)
+        announce(result, source=source)
+        logger.info("Clerk user %s deleted (%s)", clerk_id, source)
+        return result

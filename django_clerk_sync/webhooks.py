@@ -1,0 +1,177 @@
+"""The Clerk webhook endpoint: verify the Svix signature, store, then process.
+
+Status codes (docs/webhooks.md has the table Svix users see):
+
+=====  ==================================================================
+400    unsigned, badly signed, stale/future timestamp, malformed headers
+405    not a POST
+409    verified, but the user row conflicts (permanent; retries aborted)
+413    body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+500    verified and stored, processing failed: Svix retries it
+503    no usable ``CLERK_WEBHOOK_SECRET``, or the database is unavailable
+2xx    processed, a duplicate of a processed event, or ignored
+=====  ==================================================================
+"""
+
+import base64
+import binascii
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import events, sync
+from .conf import clerk_settings
+
+logger = logging.getLogger("django_clerk_sync.webhooks")
+
+try:  # Django 5.1+: the endpoint must stay reachable under LoginRequiredMiddleware.
+    from django.contrib.auth.decorators import login_not_required
+except ImportError:  # pragma: no cover - older Django
+
+    def login_not_required(view):
+        return view
+
+
+MAX_SVIX_ID_LENGTH = 255
+
+
+class VerificationFailed(Exception):
+    """The delivery cannot be shown to come from Clerk."""
+
+
+def _header(request, name):
+    # Svix's own names first; the Standard Webhooks names are the same thing.
+    return request.headers.get(f"svix-{name}") or request.headers.get(f"webhook-{name}")
+
+
+def _well_formed_signatures(header):
+    """Keep the ``v1,<base64 HMAC-SHA256>`` entries; drop everything else.
+
+    The svix library raises plain ``ValueError`` on a malformed entry before it
+    looks at the next one, so a valid signature beside a malformed or unknown one
+    (``v1a,`` is ed25519) would be refused. Filtering first fixes both.
+    """
+    kept = []
+    for entry in header.split():
+        version, sep, signature = entry.partition(",")
+        if version != "v1" or not sep:
+            continue
+        try:
+            if len(base64.b64decode(signature, validate=True)) == 32:
+                kept.append(entry)
+        except (binascii.Error, ValueError):
+            continue
+    return " ".join(kept)
+
+
+def verify_delivery(body, request_headers, secrets):
+    """Check a delivery against the configured secrets; return its ``svix-id``.
+
+    ``request_headers`` is a case-insensitive mapping such as
+    ``request.headers``. Raises :class:`VerificationFailed` with the reason.
+    """
+    from svix.webhooks import Webhook, WebhookVerificationError
+
+    get = request_headers.get
+    msg_id = get("svix-id") or get("webhook-id")
+    timestamp = get("svix-timestamp") or get("webhook-timestamp")
+    signature = get("svix-signature") or get("webhook-signature")
+    if not (msg_id and timestamp and signature):
+        raise VerificationFailed("missing svix-id, svix-timestamp or svix-signature")
+    if len(msg_id) > MAX_SVIX_ID_LENGTH:
+        raise VerificationFailed("svix-id too long")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        raise VerificationFailed("svix-timestamp is not Unix seconds")
+    signatures = _well_formed_signatures(signature)
+    if not signatures:
+        raise VerificationFailed("svix-signature holds no well-formed v1 signature")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationFailed("body is not UTF-8")
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": timestamp,
+        "svix-signature": signatures,
+    }
+    reason = "no signature matches CLERK_WEBHOOK_SECRET"
+    for secret in secrets:
+        try:
+            webhook = Webhook(secret)
+        except Exception:
+            continue  # a malformed secret: the system checks name it
+        try:
+            webhook.verify(body, headers)
+            return msg_id
+        except WebhookVerificationError as exc:
+            text = str(exc)
+            if "timestamp" in text.lower():
+                reason = f"{text} (Svix allows 5 minutes either way)"
+                break  # the same for every secret
+        except (ValueError, TypeError):
+            continue
+    raise VerificationFailed(reason)
+
+
+def _response(status, http_status=200, **extra):
+    return JsonResponse({"status": status, **extra}, status=http_status)
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+@transaction.non_atomic_requests
+def clerk_webhook(request):
+    secrets = clerk_settings.WEBHOOK_SECRETS
+    if not secrets:
+        logger.error(
+            "Clerk webhook refused: CLERK_WEBHOOK_SECRET is not set. Copy the "
+            "endpoint's signing secret (whsec_...) from the Clerk dashboard."
+        )
+        return _response("error", 503, reason="CLERK_WEBHOOK_SECRET is not set")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        logger.warning("Clerk webhook refused: body over DATA_UPLOAD_MAX_MEMORY_SIZE")
+        return _response("rejected", 413, reason="body too large")
+
+    try:
+        svix_id = verify_delivery(body, request.headers, secrets)
+    except VerificationFailed as exc:
+        logger.warning(
+            "Clerk webhook rejected (svix-id %r): %s",
+            (_header(request, "id") or "")[:80],
+            exc,
+        )
+        return _response("rejected", 400, reason=str(exc))
+
+    try:
+        event, _ = events.store_delivery(svix_id, body)
+    except DatabaseError:
+        logger.exception("Clerk event %s could not be stored", svix_id)
+        return _response("error", 503, reason="database unavailable")
+
+    if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
+        logger.info("Clerk event %s already %s", svix_id, event.status)
+        return _response(event.status, duplicate=True, outcome=event.outcome)
+    try:
+        event = events.process_event(event)
+    except sync.SyncConflict:
+        response = _response(
+            "failed",
+            409,
+            reason="the Django user could not be saved (a unique value is taken?); "
+            "the stored event's last_error says why",
+        )
+        # A permanent failure: stop Svix's 27-hour retry schedule. Replaying the
+        # message from the Clerk dashboard after the conflict is fixed still works.
+        response["webhook-delivery"] = "abort-message"
+        return response
+    except Exception:
+        logger.exception("Clerk event %s failed; Svix will retry it", svix_id)
+        return _response("failed", 500)
+    return _response(event.status, outcome=event.outcome)

@@ -1,0 +1,49 @@
+"""The admin shows the event log and the links, and never writes them."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from .conftest import load_event
+
+
+@pytest.fixture
+def admin_client_csrf(client):
+    admin = get_user_model().objects.create_superuser("admin", "", "pw")
+    client.force_login(admin)
+    return client
+
+
+def test_event_log_lists_filters_and_shows_the_payload(deliver, admin_client_csrf):
+    deliver(load_event("user_created"), svix_id="msg_admin_1")
+    deliver(load_event("session_created"), svix_id="msg_admin_2")
+
+    changelist = reverse("admin:django_clerk_sync_webhookevent_changelist")
+    page = admin_client_csrf.get(changelist, {"status__exact": "ignored"})
+    assert page.status_code == 200
+    assert b"msg_admin_2" in page.content and b"msg_admin_1" not in page.content
+
+    page = admin_client_csrf.get(changelist, {"q": "user_29w83sxmDNGwOuEthce5gg56FcC"})
+    assert b"msg_admin_1" in page.content and b"msg_admin_2" not in page.content
+
+    from django_clerk_sync.models import WebhookEvent
+
+    event = WebhookEvent.objects.get(svix_id="msg_admin_1")
+    detail = admin_client_csrf.get(
+        reverse("admin:django_clerk_sync_webhookevent_change", args=[event.pk])
+    )
+    assert detail.status_code == 200
+    # The payload is pretty-printed and escaped, not shown as raw bytes.
+    assert b"&quot;type&quot;: &quot;user.created&quot;" in detail.content
+    assert b'name="_save"' not in detail.content  # read-only
+
+
+def test_admin_cannot_add_or_delete_events(deliver, admin_client_csrf):
+    deliver(load_event("user_created"))
+    add = admin_client_csrf.get(reverse("admin:django_clerk_sync_webhookevent_add"))
+    assert add.status_code == 403
+    links = admin_client_csrf.get(
+        reverse("admin:django_clerk_sync_clerkuserlink_changelist")
+    )
+    assert links.status_code == 200
+    assert b"user_29w83sxmDNGwOuEthce5gg56FcC" in links.content

@@ -24,6 +24,10 @@ USER_DELETE_TYPE = "user.deleted"
 Status = WebhookEvent.Status
 
 
+# Nesting deeper than Python's recursion limit is valid JSON that json cannot parse.
+_UNPARSEABLE = (UnicodeDecodeError, ValueError, RecursionError)
+
+
 class Ignored(Exception):
     """The verified event carries nothing this package acts on."""
 
@@ -31,7 +35,7 @@ class Ignored(Exception):
 def _envelope(body):
     try:
         envelope = json.loads(bytes(body))
-    except (UnicodeDecodeError, ValueError):
+    except _UNPARSEABLE:
         raise Ignored("body is not JSON")
     if not isinstance(envelope, dict):
         raise Ignored("body is not a JSON object")
@@ -59,7 +63,7 @@ def store_delivery(svix_id, body):
     """
     try:
         envelope = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except _UNPARSEABLE:
         envelope = None
     event_type, clerk_id = _describe(envelope)
     return WebhookEvent.objects.get_or_create(
@@ -130,6 +134,11 @@ def process_event(event):
     sent when the change commits.
     """
     using = router.db_for_write(WebhookEvent)
+    if transaction.get_connection(using).in_atomic_block:
+        raise RuntimeError(
+            "process_event() must run outside a transaction: its failure record "
+            "must survive a rollback and signals are sent when its own change commits."
+        )
     try:
         with transaction.atomic(using=using):
             event = WebhookEvent.objects.select_for_update().get(pk=event.pk)

@@ -16,7 +16,9 @@ Status codes (docs/webhooks.md has the table Svix users see):
 import base64
 import binascii
 import logging
+from datetime import datetime, timezone
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, transaction
 from django.http import JsonResponse
@@ -86,6 +88,14 @@ def verify_delivery(body, request_headers, secrets):
         raise VerificationFailed("svix-id too long")
     if not (timestamp.isascii() and timestamp.isdigit()):
         raise VerificationFailed("svix-timestamp is not Unix seconds")
+    try:
+        # svix reports a time it cannot represent as a bad signature; say what it is.
+        datetime.fromtimestamp(int(timestamp), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise VerificationFailed(
+            "svix-timestamp is not a usable Unix time in seconds "
+            "(Svix allows 5 minutes either way)"
+        )
     signatures = _well_formed_signatures(signature)
     if not signatures:
         raise VerificationFailed("svix-signature holds no well-formed v1 signature")
@@ -117,6 +127,24 @@ def verify_delivery(body, request_headers, secrets):
     raise VerificationFailed(reason)
 
 
+def _usable_secrets():
+    """The configured secrets svix accepts as keys; the others are skipped.
+
+    Nothing usable (unset, blank, an empty ``whsec_`` key, a value of the wrong
+    type) means no delivery can ever verify: that is the 503 case, not a 400.
+    """
+    from svix.webhooks import Webhook
+
+    usable = []
+    for secret in clerk_settings.WEBHOOK_SECRETS:
+        try:
+            Webhook(secret)
+        except Exception:
+            continue  # system check E002 names the entry
+        usable.append(secret)
+    return usable
+
+
 def _response(status, http_status=200, **extra):
     return JsonResponse({"status": status, **extra}, status=http_status)
 
@@ -126,13 +154,20 @@ def _response(status, http_status=200, **extra):
 @require_POST
 @transaction.non_atomic_requests
 def clerk_webhook(request):
-    secrets = clerk_settings.WEBHOOK_SECRETS
+    secrets = _usable_secrets()
     if not secrets:
-        logger.error(
-            "Clerk webhook refused: CLERK_WEBHOOK_SECRET is not set. Copy the "
-            "endpoint's signing secret (whsec_...) from the Clerk dashboard."
+        configured = getattr(settings, "CLERK_WEBHOOK_SECRET", None)
+        problem = (
+            "is not set"
+            if configured in (None, "", [], ())
+            else "holds no usable signing secret (manage.py check says why)"
         )
-        return _response("error", 503, reason="CLERK_WEBHOOK_SECRET is not set")
+        logger.error(
+            "Clerk webhook refused: CLERK_WEBHOOK_SECRET %s. Copy the endpoint's "
+            "signing secret (whsec_...) from the Clerk dashboard.",
+            problem,
+        )
+        return _response("error", 503, reason=f"CLERK_WEBHOOK_SECRET {problem}")
     try:
         body = request.body
     except RequestDataTooBig:
@@ -164,8 +199,9 @@ def clerk_webhook(request):
         response = _response(
             "failed",
             409,
-            reason="the Django user could not be saved (a unique value is taken?); "
-            "the stored event's last_error says why",
+            reason="the Django user could not be saved (a unique value held by "
+            "another user, or a required field without a value); the stored "
+            "event's last_error says which",
         )
         # A permanent failure: stop Svix's 27-hour retry schedule. Replaying the
         # message from the Clerk dashboard after the conflict is fixed still works.

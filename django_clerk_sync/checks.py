@@ -18,10 +18,12 @@ SECRET_HINT = (
 )
 
 
-def _secret_problem(secret):
+def secret_problem(secret):
     if not isinstance(secret, str):
-        return f"is a {type(secret).__name__}, not a string"
-    if secret[:1] in "\"'" or secret[-1:] in "\"'":
+        return f"is not a string ({type(secret).__name__})"
+    if not secret:
+        return "is empty"
+    if secret[0] in "\"'" or secret[-1] in "\"'":
         return "is wrapped in quotes (remove them from the environment file)"
     if secret.startswith("v1,"):
         return "looks like a signature (v1,...), not the signing secret"
@@ -59,7 +61,7 @@ def check_webhook_secret(app_configs=None, **kwargs):
         ]
     errors = []
     for position, secret in enumerate(clerk_settings.WEBHOOK_SECRETS):
-        problem = _secret_problem(secret)
+        problem = secret_problem(secret)
         if problem:
             where = "" if isinstance(value, str) else f" (entry {position})"
             errors.append(
@@ -76,6 +78,16 @@ def _user_model():
     from django.contrib.auth import get_user_model
 
     return get_user_model()
+
+
+def _writable(field):
+    # Many-to-many fields cannot be set by assignment, which is how sync writes.
+    return not (
+        field.primary_key
+        or field.name == "password"
+        or field.many_to_many
+        or not field.editable
+    )
 
 
 @register(Tags.models)
@@ -96,6 +108,7 @@ def check_field_map(app_configs=None, **kwargs):
     fields = {
         f.name: f for f in user_model._meta.get_fields() if getattr(f, "concrete", False)
     }
+    writable = sorted(name for name, f in fields.items() if _writable(f))
     errors = []
     for name, source in value.items():
         field = fields.get(name)
@@ -104,16 +117,18 @@ def check_field_map(app_configs=None, **kwargs):
                 Error(
                     f"CLERK_SYNC_FIELD_MAP names {name!r}, which is not a field of "
                     f"{label}.",
-                    hint=f"Use one of: {', '.join(sorted(fields))}.",
+                    hint=f"Use one of: {', '.join(writable)}.",
                     id="django_clerk_sync.E011",
                 )
             )
             continue
-        if field.primary_key or name == "password" or not field.editable:
+        if not _writable(field):
             errors.append(
                 Error(
                     f"CLERK_SYNC_FIELD_MAP may not write {label}.{name}.",
-                    hint="Remove it from CLERK_SYNC_FIELD_MAP.",
+                    hint="Remove it from CLERK_SYNC_FIELD_MAP: the primary key, the "
+                    "password, many-to-many and non-editable fields are not written "
+                    "from Clerk.",
                     id="django_clerk_sync.E012",
                 )
             )

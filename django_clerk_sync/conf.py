@@ -23,13 +23,16 @@ class ClerkSyncSettings:
         """``CLERK_WEBHOOK_SECRET``: the endpoint's signing secret(s) from the Clerk
         dashboard (``whsec_...``). A string, or a list of strings while rotating a
         secret or receiving from several Clerk instances; a delivery signed with any
-        of them is accepted. Default: unset (every delivery is refused with 503)."""
+        of them is accepted. Default: unset (every delivery is refused with 503, as
+        it is when the value is of another type)."""
         value = getattr(django_settings, "CLERK_WEBHOOK_SECRET", None)
         if value is None or value == "":
             return []
         if isinstance(value, str):
             return [value]
-        return list(value)
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return []  # no usable secret (system check E001 names the mistake)
 
     @property
     def FIELD_MAP(self):
@@ -38,7 +41,9 @@ class ClerkSyncSettings:
         ``image_url``), a dotted path into the Clerk user JSON
         (``"public_metadata.plan"``), a callable taking the Clerk user dict, or a
         ``"module.path:function"`` string naming one. Setting it replaces the default
-        entirely. Default: primary email, first name, last name and username, for
+        entirely. Clerk's millisecond times (``"created_at"``) written to a date or
+        datetime field are converted (UTC); ``None`` written to a non-null text field
+        becomes ``""``. Default: primary email, first name, last name and username, for
         whichever of those fields the user model has."""
         value = getattr(django_settings, "CLERK_SYNC_FIELD_MAP", None)
         if value is not None:

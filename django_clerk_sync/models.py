@@ -63,8 +63,9 @@ class WebhookEvent(models.Model):
     outcome = models.CharField(
         max_length=255,
         blank=True,
-        help_text="What processing did: created, updated, unchanged, stale, deleted, "
-        "or why the event was ignored or failed.",
+        help_text="What processing did (created, updated, unchanged, stale, "
+        "tombstoned, deleted, already deleted), why the event was ignored, or why it "
+        "failed (conflict: ... / error: ...).",
     )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

@@ -12,11 +12,14 @@ Webhooks (and later the middleware and the backfill) call :func:`sync_user` and
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any, Optional
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import CharField, TextField
+from django.db.models import CharField, DateField, DateTimeField, TextField
 from django.utils import timezone
 
 from .conf import clerk_settings
@@ -100,7 +103,28 @@ def get_user(clerk_id):
     return link.user if link else None
 
 
+def _from_clerk_ms(value, field):
+    """A Clerk time (Unix milliseconds) as the date or datetime ``field`` stores."""
+    epoch = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+    moment = epoch + timedelta(milliseconds=value)
+    if not isinstance(field, DateTimeField):
+        return moment.date()
+    return moment if settings.USE_TZ else timezone.make_naive(moment)
+
+
 def _coerce(field, value, clerk_id):
+    is_ms = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(field, DateField) and is_ms:
+        # Clerk's times (created_at, last_sign_in_at, ...) are Unix milliseconds.
+        try:
+            return _from_clerk_ms(value, field)
+        except (OverflowError, ValueError):
+            logger.warning(
+                "Clerk user %s: %r is not a representable time; left empty",
+                clerk_id,
+                field.name,
+            )
+            return None
     if isinstance(field, (CharField, TextField)):
         if value is None:
             return None if field.null else ""
@@ -132,11 +156,27 @@ def _free_username(user_model, user, wanted, clerk_id):
 
     if wanted and (wanted == current or not taken(wanted)):
         return wanted
-    candidate, n = clerk_id, 1
+    max_length = user_model._meta.get_field(field).max_length or 255
+    candidate, n = clerk_id[:max_length], 1
     while candidate != current and taken(candidate):
         n += 1
-        candidate = f"{clerk_id}-{n}"
+        suffix = f"-{n}"
+        candidate = clerk_id[: max_length - len(suffix)] + suffix
     return candidate
+
+
+def _username_taken_meanwhile(user_model, user):
+    """Did a concurrent sync take the login value chosen for ``user`` a moment ago?"""
+    field = user_model.USERNAME_FIELD
+    value = getattr(user, field, None)
+    others = user_model._default_manager.filter(**{field: value})
+    if user.pk is not None:
+        others = others.exclude(pk=user.pk)
+    return bool(value) and others.exists()
+
+
+def email_is_username(user_model):
+    return user_model.USERNAME_FIELD == user_model.get_email_field_name()
 
 
 def _apply_fields(user_model, user, clerk_user, clerk_id):
@@ -144,13 +184,12 @@ def _apply_fields(user_model, user, clerk_user, clerk_id):
     opts = user_model._meta
     values = mapped_values(clerk_user)
     username_field = user_model.USERNAME_FIELD
-    email_is_username = username_field == user_model.get_email_field_name()
     changed = []
     for name, value in values.items():
         field = opts.get_field(name)
         value = _coerce(field, value, clerk_id)
         if name == username_field:
-            if email_is_username:
+            if email_is_username(user_model):
                 # Email-as-username models: a user without an email still needs a
                 # unique, non-empty login value.
                 value = value or clerk_id
@@ -246,10 +285,14 @@ def sync_user(clerk_user, *, source):
                 elif changed:
                     user.save(update_fields=changed)
         except IntegrityError as exc:
+            if not email_is_username(user_model) and _username_taken_meanwhile(
+                user_model, user
+            ):
+                raise  # a race for the same username: a retry picks a free one
             raise SyncConflict(
                 f"Clerk user {clerk_id}: the Django user could not be saved ({exc}). "
-                "Another local user probably holds the same unique value; resolve "
-                "the conflict, then replay the event."
+                "A unique value is held by another local user, or a required field "
+                "has no value; resolve it, then replay the event."
             ) from exc
 
         if updated_at is not None:

@@ -1,0 +1,208 @@
+"""The sync with an email-as-username user model (``custom_user.EmailUser``).
+
+Run in its own session, with its own settings:
+``python -m pytest --ds=tests.custom_user.settings tests/custom_user``.
+"""
+
+from datetime import date
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.checks import run_checks
+
+from django_clerk_sync import get_user
+from django_clerk_sync.models import ClerkUserLink, WebhookEvent
+from django_clerk_sync.testing import clerk_user, event
+
+from ..conftest import load_event
+from .models import EmailUser
+
+EXAMPLE_ID = "user_29w83sxmDNGwOuEthce5gg56FcC"
+PHONE_ONLY_ID = "user_2gkP0neOnlyPh0neUser00000aa"
+
+
+def processed(response, outcome):
+    assert response.status_code == 200, response.content
+    assert response.json() == {"status": "processed", "outcome": outcome}
+    return True
+
+
+def clerk_messages():
+    return [
+        (m.id, m.msg) for m in run_checks() if m.id.startswith("django_clerk_sync.")
+    ]
+
+
+def test_this_suite_runs_with_the_custom_user_model():
+    assert get_user_model() is EmailUser
+    assert not hasattr(EmailUser, "username")
+
+
+def test_the_default_configuration_passes_the_checks():
+    assert clerk_messages() == []
+
+
+def test_create_update_delete(deliver, signals_received):
+    assert processed(deliver(load_event("user_created")), "created")
+    user = get_user(EXAMPLE_ID)
+    assert (user.email, user.full_name, user.is_active) == (
+        "example@example.org",
+        "",
+        True,
+    )
+    assert not user.has_usable_password()
+
+    # The default map adapts: only the email (also the login) is written.
+    assert processed(deliver(load_event("user_updated")), "updated")
+    user.refresh_from_db()
+    assert (user.email, user.full_name) == ("new-primary@example.org", "")
+
+    assert processed(deliver(load_event("user_deleted")), "deleted")
+    user.refresh_from_db()
+    assert user.is_active is False
+    assert get_user(EXAMPLE_ID) is None
+
+    assert [name for name, _ in signals_received] == ["synced", "synced", "deleted"]
+
+
+def test_policy_delete_removes_the_custom_user(deliver, settings):
+    settings.CLERK_SYNC_ON_DELETE = "delete"
+    deliver(load_event("user_created"))
+
+    assert processed(deliver(load_event("user_deleted")), "deleted")
+
+    assert EmailUser.objects.count() == 0
+    assert ClerkUserLink.objects.get(clerk_id=EXAMPLE_ID).is_tombstone
+
+
+def test_a_phone_only_user_gets_the_clerk_id_as_their_unique_email(deliver):
+    assert processed(deliver(load_event("user_created_phone_only")), "created")
+    other_id = "user_2gkAnotherPhoneOnlyUser000"
+    other = load_event("user_created_phone_only", id=other_id)
+    assert processed(deliver(other), "created")
+
+    assert get_user(PHONE_ONLY_ID).email == PHONE_ONLY_ID
+    assert get_user(other_id).email == other_id
+
+
+def test_a_phone_only_user_who_adds_an_email_gets_it(deliver):
+    deliver(load_event("user_created_phone_only"))
+    with_email = clerk_user(
+        PHONE_ONLY_ID, email="added@example.org", updated_at=1716883200456 + 1
+    )
+
+    assert processed(deliver(event("user.updated", with_email)), "updated")
+
+    assert get_user(PHONE_ONLY_ID).email == "added@example.org"
+
+
+def test_same_email_is_a_409_that_stops_retries_until_the_conflict_is_resolved(
+    deliver, signals_received
+):
+    deliver(event("user.created", clerk_user("user_first", email="same@example.org")))
+    second = event("user.created", clerk_user("user_second", email="same@example.org"))
+
+    response = deliver(second, svix_id="msg_conflict")
+
+    assert response.status_code == 409
+    assert response["webhook-delivery"] == "abort-message"
+    stored = WebhookEvent.objects.get(svix_id="msg_conflict")
+    assert (stored.status, stored.attempts) == ("failed", 1)
+    assert stored.outcome.startswith("conflict: SyncConflict: Clerk user user_second")
+    assert "IntegrityError" in stored.last_error
+    # Nothing of the failed attempt stays: no user, no link, no signal.
+    assert EmailUser.objects.count() == 1
+    assert not ClerkUserLink.objects.filter(clerk_id="user_second").exists()
+    assert len(signals_received) == 1
+
+    get_user("user_first").delete()  # someone resolves the conflict
+    response = deliver(second, svix_id="msg_conflict")  # dashboard replay
+
+    assert processed(response, "created")
+    assert get_user("user_second").email == "same@example.org"
+    stored.refresh_from_db()
+    assert (stored.status, stored.attempts, stored.last_error) == ("processed", 2, "")
+
+
+def test_a_local_user_holding_the_email_is_a_conflict_not_an_adoption(deliver):
+    local = EmailUser.objects.create_user("example@example.org", password="x")
+
+    response = deliver(load_event("user_created"))
+
+    assert response.status_code == 409
+    assert get_user(EXAMPLE_ID) is None
+    local.refresh_from_db()
+    assert local.has_usable_password()  # untouched
+    assert not ClerkUserLink.objects.filter(user=local).exists()
+
+
+def test_a_field_map_with_full_name(deliver, settings):
+    settings.CLERK_SYNC_FIELD_MAP = {"email": "primary_email", "full_name": "full_name"}
+
+    deliver(load_event("user_created"))
+    assert get_user(EXAMPLE_ID).full_name == "Example Example"
+
+    deliver(load_event("user_updated"))
+    user = get_user(EXAMPLE_ID)
+    assert (user.email, user.full_name) == (
+        "new-primary@example.org",
+        "Example Renamed",
+    )
+
+
+def test_a_field_map_without_the_email_still_gives_a_unique_login(deliver, settings):
+    settings.CLERK_SYNC_FIELD_MAP = {"full_name": "full_name"}
+
+    deliver(load_event("user_created"))
+
+    user = get_user(EXAMPLE_ID)
+    assert (user.email, user.full_name) == (EXAMPLE_ID, "Example Example")
+
+
+def test_e011_names_the_custom_model(settings):
+    settings.CLERK_SYNC_FIELD_MAP = {"email": "primary_email", "first_name": "x"}
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E011",
+            "CLERK_SYNC_FIELD_MAP names 'first_name', which is not a field of "
+            "custom_user.EmailUser.",
+        )
+    ]
+
+
+def test_e021_deactivate_needs_an_is_active_field(settings):
+    settings.AUTH_USER_MODEL = "custom_user.HandleUser"
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E021",
+            'CLERK_SYNC_ON_DELETE is "deactivate" but custom_user.HandleUser has no '
+            "is_active field.",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "policy", ["delete", "tests.custom_user.test_custom_user:forget"]
+)
+def test_e021_passes_with_a_policy_that_does_not_deactivate(settings, policy):
+    settings.AUTH_USER_MODEL = "custom_user.HandleUser"
+    settings.CLERK_SYNC_ON_DELETE = policy
+
+    assert clerk_messages() == []
+
+
+def forget(user):
+    user.delete()
+
+
+def test_a_clerk_time_in_a_date_field_is_its_utc_date(deliver, settings):
+    settings.CLERK_SYNC_FIELD_MAP = {
+        "email": "primary_email",
+        "member_since": "created_at",  # 1654012591514: 2022-05-31 15:56:31.514 UTC
+    }
+
+    deliver(load_event("user_created"))
+
+    assert get_user(EXAMPLE_ID).member_since == date(2022, 5, 31)

@@ -1,0 +1,307 @@
+"""System checks: every ``django_clerk_sync`` check id, failing and passing.
+
+``manage.py check`` is how users meet these, so a few tests go through
+``call_command("check")``; the rest call ``run_checks()`` and look only at this
+package's messages. (E021 needs a user model without ``is_active``: it is tested in
+tests/custom_user.)
+"""
+
+import base64
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from .conftest import SECRET, load_event
+
+NOT_CALLABLE = "a module attribute that is not a function"
+
+
+def a_source(clerk_user):
+    return clerk_user.get("id")
+
+
+def a_policy(user):
+    user.delete()
+
+
+def clerk_messages():
+    """``(id, message)`` of every message this package's checks report."""
+    return [
+        (m.id, m.msg) for m in run_checks() if m.id.startswith("django_clerk_sync.")
+    ]
+
+
+def secret_of(length):
+    return "whsec_" + base64.b64encode(b"k" * length).decode()
+
+
+def test_the_test_settings_pass_every_check():
+    assert clerk_messages() == []
+
+
+def test_manage_py_check_passes_a_valid_configuration(capsys):
+    call_command("check")
+
+    assert "System check identified no issues" in capsys.readouterr().out
+
+
+# --- CLERK_WEBHOOK_SECRET ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("unset", [None, "", [], ()], ids=repr)
+def test_w001_no_secret(settings, unset):
+    settings.CLERK_WEBHOOK_SECRET = unset
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.W001",
+            "CLERK_WEBHOOK_SECRET is not set: the Clerk webhook endpoint answers 503 "
+            "to every delivery.",
+        )
+    ]
+
+
+def test_w001_when_the_setting_is_absent_is_a_warning_not_an_error(settings, capsys):
+    del settings.CLERK_WEBHOOK_SECRET
+
+    call_command("check")  # warnings do not fail the command
+
+    err = capsys.readouterr().err
+    assert "django_clerk_sync.W001" in err
+    assert "Signing Secret (whsec_...)" in err  # the hint says where to find it
+
+
+@pytest.mark.parametrize(
+    "value", [42, SECRET.encode(), {"primary": SECRET}], ids=["int", "bytes", "dict"]
+)
+def test_e001_secret_of_the_wrong_type(settings, value):
+    settings.CLERK_WEBHOOK_SECRET = value
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E001",
+            "CLERK_WEBHOOK_SECRET must be a string or a list of strings.",
+        )
+    ]
+
+
+def test_e001_the_endpoint_refuses_rather_than_crashes(deliver, settings):
+    settings.CLERK_WEBHOOK_SECRET = 42
+
+    response = deliver(load_event("user_created"))
+
+    assert response.status_code == 503
+    assert "CLERK_WEBHOOK_SECRET" in response.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        (f'"{SECRET}"', "is wrapped in quotes (remove them from the environment file)"),
+        (f"'{SECRET}'", "is wrapped in quotes (remove them from the environment file)"),
+        (
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            "looks like a signature (v1,...), not the signing secret",
+        ),
+        (f"{SECRET}\n", "contains whitespace"),
+        (f" {SECRET}", "contains whitespace"),
+        (SECRET[:12] + " " + SECRET[12:], "contains whitespace"),
+        ("whsec_not*base64!", "is not valid base64 after its whsec_ prefix"),
+        (SECRET[:-1], "is not valid base64 after its whsec_ prefix"),  # bad padding
+        (secret_of(16), "decodes to 16 bytes; Svix secrets are 24 to 64 bytes"),
+        (secret_of(65), "decodes to 65 bytes; Svix secrets are 24 to 64 bytes"),
+    ],
+    ids=[
+        "double-quoted",
+        "single-quoted",
+        "signature",
+        "trailing-newline",
+        "leading-space",
+        "inner-space",
+        "bad-base64",
+        "bad-padding",
+        "too-short",
+        "too-long",
+    ],
+)
+def test_e002_bad_secret(settings, secret, problem):
+    settings.CLERK_WEBHOOK_SECRET = secret
+
+    assert clerk_messages() == [
+        ("django_clerk_sync.E002", f"CLERK_WEBHOOK_SECRET {problem}.")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", "looks like a signature"),
+        ("", "is empty"),
+        (None, "is not a string (NoneType)"),
+    ],
+    ids=["signature", "empty", "none"],
+)
+def test_e002_names_the_bad_entry_of_a_list(settings, bad, problem):
+    settings.CLERK_WEBHOOK_SECRET = [SECRET, bad]
+
+    [(check_id, message)] = clerk_messages()
+    assert check_id == "django_clerk_sync.E002"
+    assert message.startswith(f"CLERK_WEBHOOK_SECRET (entry 1) {problem}")
+
+
+def test_e002_fails_manage_py_check_with_the_fix_in_the_hint(settings):
+    settings.CLERK_WEBHOOK_SECRET = f'"{SECRET}"'
+
+    with pytest.raises(SystemCheckError) as failure:
+        call_command("check")
+
+    report = str(failure.value)
+    assert "django_clerk_sync.E002" in report
+    assert "CLERK_WEBHOOK_SECRET is wrapped in quotes" in report
+    assert "Webhooks -> your endpoint -> Signing Secret" in report
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        SECRET,
+        [SECRET, secret_of(32)],  # rotation
+        (SECRET,),
+        secret_of(24),
+        secret_of(64),
+        base64.b64encode(b"k" * 32).decode(),  # without the prefix, as svix accepts
+    ],
+    ids=["string", "list", "tuple", "24-bytes", "64-bytes", "no-prefix"],
+)
+def test_valid_secrets_pass(settings, value):
+    settings.CLERK_WEBHOOK_SECRET = value
+
+    assert clerk_messages() == []
+
+
+# --- CLERK_SYNC_FIELD_MAP ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [["email"], "primary_email", (("email", "primary_email"),)]
+)
+def test_e010_field_map_not_a_dict(settings, value):
+    settings.CLERK_SYNC_FIELD_MAP = value
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E010",
+            "CLERK_SYNC_FIELD_MAP must be a dict of {user field: source}.",
+        )
+    ]
+
+
+@pytest.mark.parametrize("field", ["plan", "clerk_link", "logentry"])
+def test_e011_unknown_field(settings, field):
+    settings.CLERK_SYNC_FIELD_MAP = {"email": "primary_email", field: "external_id"}
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E011",
+            f"CLERK_SYNC_FIELD_MAP names {field!r}, which is not a field of auth.User.",
+        )
+    ]
+
+
+def test_e011_hint_lists_the_fields_that_can_be_written(settings):
+    settings.CLERK_SYNC_FIELD_MAP = {"plan": "public_metadata.plan"}
+
+    [message] = [m for m in run_checks() if m.id == "django_clerk_sync.E011"]
+    assert message.hint == (
+        "Use one of: date_joined, email, first_name, is_active, is_staff, "
+        "is_superuser, last_login, last_name, username."
+    )
+
+
+@pytest.mark.parametrize("field", ["password", "id", "groups", "user_permissions"])
+def test_e012_fields_that_may_not_be_written(settings, field):
+    settings.CLERK_SYNC_FIELD_MAP = {field: "external_id"}
+
+    assert clerk_messages() == [
+        (
+            "django_clerk_sync.E012",
+            f"CLERK_SYNC_FIELD_MAP may not write auth.User.{field}.",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("tests.no_such_module:plan", "No module named 'tests.no_such_module'"),
+        (
+            "tests.test_checks:no_such_function",
+            "module 'tests.test_checks' has no attribute 'no_such_function'",
+        ),
+        (
+            "tests.test_checks:NOT_CALLABLE",
+            "'tests.test_checks:NOT_CALLABLE' is not callable",
+        ),
+        (42, "a source must be a non-empty string or a callable, not 42"),
+        ("", "a source must be a non-empty string or a callable, not ''"),
+        (None, "a source must be a non-empty string or a callable, not None"),
+    ],
+    ids=["no-module", "no-attribute", "not-callable", "int", "empty", "none"],
+)
+def test_e013_unusable_source(settings, source, problem):
+    settings.CLERK_SYNC_FIELD_MAP = {"first_name": source}
+
+    assert clerk_messages() == [
+        ("django_clerk_sync.E013", f"CLERK_SYNC_FIELD_MAP['first_name']: {problem}.")
+    ]
+
+
+def test_a_valid_field_map_passes(settings):
+    settings.CLERK_SYNC_FIELD_MAP = {
+        "email": "primary_email",
+        "first_name": "full_name",
+        "last_name": "public_metadata.plan",
+        "username": "tests.test_checks:a_source",
+        "is_staff": lambda clerk_user: False,
+        "date_joined": "created_at",
+    }
+
+    assert clerk_messages() == []
+
+
+# --- CLERK_SYNC_ON_DELETE ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ("remove", "'remove' is not a deletion policy"),
+        ("Deactivate", "'Deactivate' is not a deletion policy"),
+        (None, "None is not a deletion policy"),
+        ("tests.no_such_module:policy", "No module named 'tests.no_such_module'"),
+        (
+            "tests.test_checks:NOT_CALLABLE",
+            "'tests.test_checks:NOT_CALLABLE' is not callable",
+        ),
+    ],
+    ids=["unknown", "wrong-case", "none", "no-module", "not-callable"],
+)
+def test_e020_bad_deletion_policy(settings, policy, problem):
+    settings.CLERK_SYNC_ON_DELETE = policy
+
+    assert clerk_messages() == [
+        ("django_clerk_sync.E020", f"CLERK_SYNC_ON_DELETE: {problem}.")
+    ]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    ["deactivate", "delete", a_policy, "tests.test_checks:a_policy"],
+    ids=["deactivate", "delete", "callable", "dotted-string"],
+)
+def test_valid_deletion_policies_pass(settings, policy):
+    settings.CLERK_SYNC_ON_DELETE = policy
+
+    assert clerk_messages() == []

@@ -105,8 +105,11 @@ def check_field_map(app_configs=None, **kwargs):
         ]
     user_model = _user_model()
     label = user_model._meta.label
+    # The model's own fields, many-to-many included; not reverse relations.
     fields = {
-        f.name: f for f in user_model._meta.get_fields() if getattr(f, "concrete", False)
+        f.name: f
+        for f in user_model._meta.get_fields()
+        if not (f.auto_created and not f.concrete)
     }
     writable = sorted(name for name, f in fields.items() if _writable(f))
     errors = []

@@ -130,15 +130,14 @@ def process_event(event):
     Returns quietly for processed and ignored events (idempotent). Raises
     :class:`~django_clerk_sync.sync.SyncConflict` for a permanent failure and
     re-raises anything else after recording it, so the caller can ask for a retry.
-    Must run outside any transaction (the webhook view is non-atomic): signals are
-    sent when the change commits.
+
+    Run it outside any transaction, as the (non-atomic) webhook view does: then the
+    failure record survives the rollback and signals are sent, and a raising
+    receiver is caught, when its own change commits. Inside an outer transaction
+    (a ``TestCase``, say) everything waits for that transaction: signals are sent
+    when it commits, and a rollback takes the failure record with it.
     """
     using = router.db_for_write(WebhookEvent)
-    if transaction.get_connection(using).in_atomic_block:
-        raise RuntimeError(
-            "process_event() must run outside a transaction: its failure record "
-            "must survive a rollback and signals are sent when its own change commits."
-        )
     try:
         with transaction.atomic(using=using):
             event = WebhookEvent.objects.select_for_update().get(pk=event.pk)

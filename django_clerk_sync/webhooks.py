@@ -145,6 +145,18 @@ def _usable_secrets():
     return usable
 
 
+def _secret_hint():
+    """Name what is wrong with a configured secret (never the secret itself)."""
+    from .checks import secret_problem
+
+    problems = [
+        f"CLERK_WEBHOOK_SECRET entry {n} {problem}"
+        for n, problem in enumerate(map(secret_problem, clerk_settings.WEBHOOK_SECRETS))
+        if problem
+    ]
+    return f" ({'; '.join(problems)}: see manage.py check)" if problems else ""
+
+
 def _response(status, http_status=200, **extra):
     return JsonResponse({"status": status, **extra}, status=http_status)
 
@@ -163,9 +175,10 @@ def clerk_webhook(request):
             else "holds no usable signing secret (manage.py check says why)"
         )
         logger.error(
-            "Clerk webhook refused: CLERK_WEBHOOK_SECRET %s. Copy the endpoint's "
+            "Clerk webhook refused: CLERK_WEBHOOK_SECRET %s%s. Copy the endpoint's "
             "signing secret (whsec_...) from the Clerk dashboard.",
             problem,
+            _secret_hint(),
         )
         return _response("error", 503, reason=f"CLERK_WEBHOOK_SECRET {problem}")
     try:
@@ -178,9 +191,10 @@ def clerk_webhook(request):
         svix_id = verify_delivery(body, request.headers, secrets)
     except VerificationFailed as exc:
         logger.warning(
-            "Clerk webhook rejected (svix-id %r): %s",
+            "Clerk webhook rejected (svix-id %r): %s%s",
             (_header(request, "id") or "")[:80],
             exc,
+            _secret_hint(),
         )
         return _response("rejected", 400, reason=str(exc))
 

@@ -248,3 +248,10 @@ def test_same_content_under_a_new_svix_id_changes_nothing(url):
     out = send(url, "user.created --clerk-id user_same --updated-at 1000")
     assert '"outcome": "unchanged"' in out
     assert get_user_model().objects.count() == 1
+
+
+def test_a_wrong_path_gets_a_hint_about_the_url(live_server, transactional_db):
+    output = send(live_server.url + "/webhooks/clerk/", "user.created")
+    assert "HTTP 404 Not Found" in output
+    assert "/api/webhooks/clerk/" in output and "include(" in output
+    assert WebhookEvent.objects.count() == 0

@@ -6,17 +6,7 @@ real database. Nothing is mocked: failures come from real signal receivers, real
 ``CLERK_SYNC_FIELD_MAP`` callables and real database objects (a unique index, a
 missing table).
 
-The status codes the endpoint promises (see ``django_clerk_sync/webhooks.py``):
-
-=====  ==================================================================
-400    unsigned, badly signed, stale/future timestamp, malformed headers
-405    not a POST
-409    verified, but the user row conflicts (permanent; retries aborted)
-413    body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``
-500    verified and stored, processing failed: Svix retries it
-503    no usable ``CLERK_WEBHOOK_SECRET``, or the database is unavailable
-2xx    processed, a duplicate of a processed event, or ignored
-=====  ==================================================================
+Each row of the status-code table (docs/webhooks.md) has its tests here.
 """
 
 import base64
@@ -1139,17 +1129,48 @@ def test_the_named_url_is_the_documented_one_with_its_slash(webhook_url):
     assert webhook_url == "/api/webhooks/clerk/"
 
 
-def test_process_event_refuses_to_run_inside_a_transaction(deliver):
-    """Inside an outer transaction its failure record would be rolled back and its
-    signals deferred, so it says so instead of half-working."""
+def test_process_event_inside_a_transaction_waits_for_its_commit(
+    deliver, signals_received
+):
+    """Inside an outer transaction (a TestCase, a shell session in atomic()), the
+    change is made and the signal is sent when that transaction commits."""
     from django.db import transaction
 
     from django_clerk_sync.events import process_event, store_delivery
 
     event, _ = store_delivery("msg_in_atomic", to_body(load_event("user_created")))
     with transaction.atomic():
-        with pytest.raises(RuntimeError, match="outside a transaction"):
-            process_event(event)
-    event.refresh_from_db()
-    assert (event.status, event.attempts) == ("received", 0)
-    assert process_event(event).status == "processed"
+        assert process_event(event).status == "processed"
+        assert get_user("user_29w83sxmDNGwOuEthce5gg56FcC") is not None
+        assert signals_received == []
+    assert [kind for kind, _ in signals_received] == ["synced"]
+
+
+@pytest.mark.parametrize(
+    "configured, status, problem",
+    [
+        (f'"{SECRET}"', 503, "entry 0 is wrapped in quotes"),
+        (
+            "whsec_" + base64.b64encode(b"ten bytes!").decode(),
+            400,
+            "entry 0 decodes to 10 bytes",
+        ),
+    ],
+)
+def test_a_refusal_log_names_what_is_wrong_with_the_configured_secret(
+    client, webhook_url, transactional_db, caplog, settings, configured, status, problem
+):
+    """A mangled secret verifies nothing: the log says why, without showing it."""
+    settings.CLERK_WEBHOOK_SECRET = configured
+    body = to_body(load_event("user_created"))
+    with caplog.at_level(logging.WARNING, logger="django_clerk_sync"):
+        response = client.post(
+            webhook_url,
+            body,
+            content_type="application/json",
+            headers=signed_headers(SECRET, body),
+        )
+    assert response.status_code == status
+    assert problem in caplog.text
+    assert configured.removeprefix("whsec_").strip('"') not in caplog.text
+    assert WebhookEvent.objects.count() == 0

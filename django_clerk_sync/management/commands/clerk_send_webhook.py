@@ -285,6 +285,12 @@ class Command(BaseCommand):
                 "redirects, so Clerk would count this delivery as failed. Use the "
                 "final URL."
             )
+        if status == 404:
+            yield (
+                "Nothing answers at this URL. include('django_clerk_sync.urls') serves "
+                "clerk/ under the prefix it is included at, e.g. "
+                "path('api/webhooks/', include(...)) -> /api/webhooks/clerk/."
+            )
         if status == 400 and "no signature matches" in str(reason):
             yield (
                 "The endpoint uses another signing secret than this command "

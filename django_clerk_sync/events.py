@@ -24,35 +24,56 @@ USER_DELETE_TYPE = "user.deleted"
 Status = WebhookEvent.Status
 
 
-# Nesting deeper than Python's recursion limit is valid JSON that json cannot parse.
-_UNPARSEABLE = (UnicodeDecodeError, ValueError, RecursionError)
-
-
 class Ignored(Exception):
     """The verified event carries nothing this package acts on."""
 
 
-def _envelope(body):
+def _parse_int(digits):
+    # Python refuses ints of over 4,300 digits; such a value (in metadata) must not
+    # make the whole event unreadable, so it stays a string.
+    return int(digits) if len(digits) <= 4000 else digits
+
+
+def _parse(body):
+    """The JSON in ``body``; :class:`Ignored` when it is not JSON at all."""
     try:
-        envelope = json.loads(bytes(body))
-    except _UNPARSEABLE:
+        return json.loads(bytes(body), parse_int=_parse_int)
+    except RecursionError:
+        # Valid JSON, but nested deeper than Python's parser goes (a user can write
+        # such unsafe_metadata): not ignorable, and no retry will parse it.
+        raise sync.PermanentFailure(
+            "the payload is nested too deeply to parse; the user's metadata needs "
+            "flattening in Clerk before this event can be replayed"
+        )
+    except ValueError:  # UnicodeDecodeError included
         raise Ignored("body is not JSON")
+
+
+def _envelope(body):
+    envelope = _parse(body)
     if not isinstance(envelope, dict):
         raise Ignored("body is not a JSON object")
     return envelope
+
+
+def _storable(value, limit):
+    """``value`` if it is text every database can store, else ``""``."""
+    if not isinstance(value, str) or "\x00" in value:
+        return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return ""
+    return value[:limit]
 
 
 def _describe(envelope):
     """``(event type, Clerk object id)`` as far as the envelope tells."""
     if not isinstance(envelope, dict):
         return "", ""
-    event_type = envelope.get("type")
     data = envelope.get("data")
     object_id = data.get("id") if isinstance(data, dict) else None
-    return (
-        event_type[:100] if isinstance(event_type, str) else "",
-        object_id[:255] if isinstance(object_id, str) else "",
-    )
+    return _storable(envelope.get("type"), 100), _storable(object_id, 255)
 
 
 def store_delivery(svix_id, body):
@@ -62,8 +83,8 @@ def store_delivery(svix_id, body):
     the stored row untouched.
     """
     try:
-        envelope = json.loads(body)
-    except _UNPARSEABLE:
+        envelope = _parse(body)
+    except (Ignored, sync.PermanentFailure):
         envelope = None
     event_type, clerk_id = _describe(envelope)
     return WebhookEvent.objects.get_or_create(
@@ -95,6 +116,9 @@ def _resend_signal(event):
     clerk_id = sync.clean_clerk_id(data.get("id"))
     link = sync.ClerkUserLink.objects.select_related("user").get(clerk_id=clerk_id)
     result = sync.SyncResult(clerk_id, event.outcome, link.user)
+    if link.is_tombstone and result.outcome != sync.DELETED:
+        # Deleted since: announcing the old creation or update now would be false.
+        return result
     sync.announce(result, clerk_user=data, source="webhook")
     return result
 
@@ -111,7 +135,7 @@ def _record_failure(event, exc, *, permanent, committed):
     if not committed:
         # The attempt counted inside the rolled-back transaction was lost.
         updates["attempts"] = F("attempts") + 1
-        updates["outcome"] = ("conflict: " if permanent else "error: ") + detail[:240]
+        updates["outcome"] = ("permanent: " if permanent else "error: ") + detail[:240]
     WebhookEvent.objects.filter(pk=event.pk).update(**updates)
     event.refresh_from_db()
     logger.error(
@@ -128,7 +152,8 @@ def process_event(event):
     """Process one stored event; return it updated.
 
     Returns quietly for processed and ignored events (idempotent). Raises
-    :class:`~django_clerk_sync.sync.SyncConflict` for a permanent failure and
+    :class:`~django_clerk_sync.sync.PermanentFailure` (a ``SyncConflict``, say)
+    for a failure no retry can fix, and
     re-raises anything else after recording it, so the caller can ask for a retry.
 
     Run it outside any transaction, as the (non-atomic) webhook view does: then the
@@ -163,7 +188,7 @@ def process_event(event):
     except sync.SignalReceiverError as exc:
         _record_failure(event, exc, permanent=False, committed=True)
         raise
-    except sync.SyncConflict as exc:
+    except sync.PermanentFailure as exc:
         _record_failure(event, exc, permanent=True, committed=False)
         raise
     except Exception as exc:

@@ -65,7 +65,7 @@ class WebhookEvent(models.Model):
         blank=True,
         help_text="What processing did (created, updated, unchanged, stale, "
         "tombstoned, deleted, already deleted), why the event was ignored, or why it "
-        "failed (conflict: ... / error: ...).",
+        "failed (permanent: ... / error: ...).",
     )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

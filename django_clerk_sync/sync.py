@@ -19,7 +19,8 @@ from typing import Any, Optional
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import CharField, DateField, DateTimeField, TextField
+from django.core.exceptions import ValidationError
+from django.db.models import CharField, DateField, DateTimeField, EmailField, TextField
 from django.utils import timezone
 
 from .conf import clerk_settings
@@ -53,10 +54,14 @@ class InvalidClerkUser(ValueError):
     """The payload has no usable Clerk user id: there is nothing to sync."""
 
 
-class SyncConflict(Exception):
-    """The Django user cannot be saved as Clerk describes it (for example, another
-    local user already holds the same unique email). Retrying will not help until
-    someone resolves the conflict."""
+class PermanentFailure(Exception):
+    """Processing this event fails the same way however often it is retried."""
+
+
+class SyncConflict(PermanentFailure):
+    """The Django user cannot be saved as Clerk describes it (for example, a local
+    user outside Clerk already holds the same unique email). Retrying will not help
+    until someone resolves the conflict."""
 
 
 class SignalReceiverError(Exception):
@@ -65,7 +70,13 @@ class SignalReceiverError(Exception):
 
 
 def clean_clerk_id(value):
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > 255
+        or not value.isprintable()
+        or not value.isascii()  # Clerk ids are user_ + base62
+    ):
         raise InvalidClerkUser(f"no usable Clerk user id ({type(value).__name__})")
     return value
 
@@ -75,9 +86,11 @@ def _updated_at_ms(clerk_user):
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        value = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    # Outside what the BigIntegerField holds is no time Clerk sends.
+    return value if 0 <= value < 2**63 else None
 
 
 def _locked_link(clerk_id):
@@ -112,25 +125,35 @@ def _from_clerk_ms(value, field):
     return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
+class _Unusable(Exception):
+    """A mapped value the field cannot hold: the field is left as it is."""
+
+
+def _clean_text(value):
+    # Lone surrogates (valid JSON escapes) and NUL cannot be stored by every database.
+    value = value.replace("\x00", "")
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def _coerce(field, value, clerk_id):
+    """``value`` as ``field`` stores it; raises :class:`_Unusable`."""
     is_ms = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(field, DateField) and is_ms:
         # Clerk's times (created_at, last_sign_in_at, ...) are Unix milliseconds.
         try:
             return _from_clerk_ms(value, field)
         except (OverflowError, ValueError):
-            logger.warning(
-                "Clerk user %s: %r is not a representable time; left empty",
-                clerk_id,
-                field.name,
-            )
-            return None
+            raise _Unusable("not a representable time")
     if isinstance(field, (CharField, TextField)):
         if value is None:
             return None if field.null else ""
         if not isinstance(value, str):
             value = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        value = _clean_text(value)
         if field.max_length and len(value) > field.max_length:
+            if isinstance(field, EmailField):
+                # A cut address is another address (maybe another domain): refuse it.
+                raise _Unusable(f"{len(value)} characters, over max_length")
             logger.warning(
                 "Clerk user %s: value for %r is %d characters, truncated to the "
                 "field's max_length %d",
@@ -140,6 +163,15 @@ def _coerce(field, value, clerk_id):
                 field.max_length,
             )
             value = value[: field.max_length]
+        return value
+    if value is None:
+        return None
+    try:
+        value = field.to_python(value)
+    except (ValidationError, TypeError, ValueError, OverflowError):
+        raise _Unusable(f"not a valid {field.get_internal_type()}")
+    if isinstance(value, datetime) and settings.USE_TZ and timezone.is_naive(value):
+        value = timezone.make_aware(value, dt_timezone.utc)
     return value
 
 
@@ -165,14 +197,28 @@ def _free_username(user_model, user, wanted, clerk_id):
     return candidate
 
 
-def _username_taken_meanwhile(user_model, user):
-    """Did a concurrent sync take the login value chosen for ``user`` a moment ago?"""
-    field = user_model.USERNAME_FIELD
-    value = getattr(user, field, None)
-    others = user_model._default_manager.filter(**{field: value})
-    if user.pk is not None:
-        others = others.exclude(pk=user.pk)
-    return bool(value) and others.exists()
+def _held_by_another_clerk_user(user_model, user):
+    """Does another Clerk-linked user hold one of ``user``'s unique values?
+
+    Clerk keeps emails and usernames unique within an instance, so such a clash is
+    a change still on its way (a swap delivered out of order, two syncs racing for
+    one username): a retry resolves it. A clash with a local user outside Clerk
+    does not resolve itself.
+    """
+    for field in user_model._meta.concrete_fields:
+        if not field.unique or field.primary_key:
+            continue
+        value = getattr(user, field.attname)
+        if value in (None, ""):
+            continue
+        holders = user_model._default_manager.filter(**{field.attname: value})
+        if user.pk is not None:
+            holders = holders.exclude(pk=user.pk)
+        if holders.filter(
+            clerk_link__isnull=False, clerk_link__deleted_at__isnull=True
+        ).exists():
+            return True
+    return False
 
 
 def email_is_username(user_model):
@@ -187,7 +233,20 @@ def _apply_fields(user_model, user, clerk_user, clerk_id):
     changed = []
     for name, value in values.items():
         field = opts.get_field(name)
-        value = _coerce(field, value, clerk_id)
+        try:
+            value = _coerce(field, value, clerk_id)
+        except _Unusable as reason:
+            # One odd value must not stop the rest of the user from syncing.
+            logger.warning(
+                "Clerk user %s: the value mapped to %r is unusable (%s); field left "
+                "unchanged",
+                clerk_id,
+                name,
+                reason,
+            )
+            if user.pk is not None or name != username_field:
+                continue
+            value = None
         if name == username_field:
             if email_is_username(user_model):
                 # Email-as-username models: a user without an email still needs a
@@ -285,10 +344,8 @@ def sync_user(clerk_user, *, source):
                 elif changed:
                     user.save(update_fields=changed)
         except IntegrityError as exc:
-            if not email_is_username(user_model) and _username_taken_meanwhile(
-                user_model, user
-            ):
-                raise  # a race for the same username: a retry picks a free one
+            if _held_by_another_clerk_user(user_model, user):
+                raise  # transient: Svix's retry applies it once the other change lands
             raise SyncConflict(
                 f"Clerk user {clerk_id}: the Django user could not be saved ({exc}). "
                 "A unique value is held by another local user, or a required field "

@@ -20,9 +20,11 @@ from datetime import datetime, timezone
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import UnreadablePostError
 from django.db import DatabaseError, transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from . import events, sync
@@ -70,6 +72,7 @@ def _well_formed_signatures(header):
     return " ".join(kept)
 
 
+@sensitive_variables("secrets", "secret", "webhook")
 def verify_delivery(body, request_headers, secrets):
     """Check a delivery against the configured secrets; return its ``svix-id``.
 
@@ -86,6 +89,8 @@ def verify_delivery(body, request_headers, secrets):
         raise VerificationFailed("missing svix-id, svix-timestamp or svix-signature")
     if len(msg_id) > MAX_SVIX_ID_LENGTH:
         raise VerificationFailed("svix-id too long")
+    if not msg_id.isprintable():
+        raise VerificationFailed("svix-id holds control characters")
     if not (timestamp.isascii() and timestamp.isdigit()):
         raise VerificationFailed("svix-timestamp is not Unix seconds")
     try:
@@ -127,6 +132,7 @@ def verify_delivery(body, request_headers, secrets):
     raise VerificationFailed(reason)
 
 
+@sensitive_variables("usable", "secret")
 def _usable_secrets():
     """The configured secrets svix accepts as keys; the others are skipped.
 
@@ -165,6 +171,7 @@ def _response(status, http_status=200, **extra):
 @login_not_required
 @require_POST
 @transaction.non_atomic_requests
+@sensitive_variables("secrets")
 def clerk_webhook(request):
     secrets = _usable_secrets()
     if not secrets:
@@ -186,6 +193,10 @@ def clerk_webhook(request):
     except RequestDataTooBig:
         logger.warning("Clerk webhook refused: body over DATA_UPLOAD_MAX_MEMORY_SIZE")
         return _response("rejected", 413, reason="body too large")
+    except (UnreadablePostError, OSError):
+        # The client went away mid-body: nothing arrived that could be verified.
+        logger.warning("Clerk webhook rejected: the body could not be read")
+        return _response("rejected", 400, reason="body could not be read")
 
     try:
         svix_id = verify_delivery(body, request.headers, secrets)
@@ -209,19 +220,26 @@ def clerk_webhook(request):
         return _response(event.status, duplicate=True, outcome=event.outcome)
     try:
         event = events.process_event(event)
-    except sync.SyncConflict:
-        response = _response(
-            "failed",
-            409,
-            reason="the Django user could not be saved (a unique value held by "
-            "another user, or a required field without a value); the stored "
-            "event's last_error says which",
+    except sync.PermanentFailure as exc:
+        reason = (
+            "the Django user could not be saved (a unique value held by a local "
+            "user outside Clerk, or a required field without a value); the stored "
+            "event's last_error says which"
+            if isinstance(exc, sync.SyncConflict)
+            else str(exc)
         )
+        response = _response("failed", 409, reason=reason)
         # A permanent failure: stop Svix's 27-hour retry schedule. Replaying the
         # message from the Clerk dashboard after the conflict is fixed still works.
         response["webhook-delivery"] = "abort-message"
         return response
-    except Exception:
-        logger.exception("Clerk event %s failed; Svix will retry it", svix_id)
+    except Exception as exc:
+        # The traceback is in the event's last_error; exception texts can carry
+        # user data (an email in a database error), so the log names the type only.
+        logger.error(
+            "Clerk event %s failed (%s); answered 500 so Svix retries it",
+            svix_id,
+            type(exc).__name__,
+        )
         return _response("failed", 500)
     return _response(event.status, outcome=event.outcome)

@@ -344,7 +344,6 @@ IGNORED = {
     "not JSON": (b"<html>not json</html>", "body is not JSON"),
     "truncated JSON": (user_created_body()[:-20], "body is not JSON"),
     "empty body": (b"", "body is not JSON"),
-    "nested too deep for Python": (b"[" * 100_000 + b"]" * 100_000, "body is not JSON"),
     "JSON array": (b'[{"type": "user.created"}]', "body is not a JSON object"),
     "JSON string": (b'"user.created"', "body is not a JSON object"),
     "no type": (_envelope_without("type"), "envelope without type or data"),
@@ -1032,7 +1031,7 @@ def test_unique_clash_is_409_abort_and_replay_after_fix_processes(
     assert EMAIL not in response.content.decode()
     event = WebhookEvent.objects.get()
     assert (event.status, event.attempts) == ("failed", 1)
-    assert event.outcome.startswith("conflict: SyncConflict: Clerk user " + CLERK_ID)
+    assert event.outcome.startswith("permanent: SyncConflict: Clerk user " + CLERK_ID)
     assert "IntegrityError" in event.last_error
     assert user_model.objects.count() == 1
     assert ClerkUserLink.objects.count() == 0

@@ -96,27 +96,57 @@ def test_a_phone_only_user_who_adds_an_email_gets_it(deliver):
     assert get_user(PHONE_ONLY_ID).email == "added@example.org"
 
 
-def test_same_email_is_a_409_that_stops_retries_until_the_conflict_is_resolved(
+def test_an_email_swap_delivered_out_of_order_is_retried_until_it_applies(
     deliver, signals_received
 ):
-    deliver(event("user.created", clerk_user("user_first", email="same@example.org")))
-    second = event("user.created", clerk_user("user_second", email="same@example.org"))
+    """In Clerk, B moves from b@ to b2@, then A takes b@; Svix delivers A's update
+    first. Clerk keeps emails unique, so the clash with another Clerk user is a
+    change still on its way: 500 (Svix retries), never a 409 that drops it."""
+    deliver(event("user.created", clerk_user("user_a", email="a@example.org", updated_at=1)))
+    deliver(event("user.created", clerk_user("user_b", email="b@example.org", updated_at=1)))
+    a_takes_b = event("user.updated", clerk_user("user_a", email="b@example.org", updated_at=3))
 
-    response = deliver(second, svix_id="msg_conflict")
+    response = deliver(a_takes_b, svix_id="msg_swap")
+
+    assert response.status_code == 500
+    assert "webhook-delivery" not in response
+    stored = WebhookEvent.objects.get(svix_id="msg_swap")
+    assert (stored.status, stored.attempts) == ("failed", 1)
+    assert stored.outcome.startswith("error: IntegrityError")
+    assert get_user("user_a").email == "a@example.org"  # nothing half-applied
+
+    deliver(event("user.updated", clerk_user("user_b", email="b2@example.org", updated_at=2)))
+    retry = deliver(a_takes_b, svix_id="msg_swap")  # Svix's retry
+
+    assert processed(retry, "updated")
+    assert sorted(EmailUser.objects.values_list("email", flat=True)) == [
+        "b2@example.org",
+        "b@example.org",
+    ]
+    assert get_user("user_a").email == "b@example.org"
+
+
+def test_a_local_user_outside_clerk_holding_the_email_is_a_409_until_resolved(
+    deliver, signals_received
+):
+    local = EmailUser.objects.create_user("same@example.org", password="x")
+    created = event("user.created", clerk_user("user_second", email="same@example.org"))
+
+    response = deliver(created, svix_id="msg_conflict")
 
     assert response.status_code == 409
     assert response["webhook-delivery"] == "abort-message"
     stored = WebhookEvent.objects.get(svix_id="msg_conflict")
     assert (stored.status, stored.attempts) == ("failed", 1)
-    assert stored.outcome.startswith("conflict: SyncConflict: Clerk user user_second")
+    assert stored.outcome.startswith("permanent: SyncConflict: Clerk user user_second")
     assert "IntegrityError" in stored.last_error
     # Nothing of the failed attempt stays: no user, no link, no signal.
     assert EmailUser.objects.count() == 1
     assert not ClerkUserLink.objects.filter(clerk_id="user_second").exists()
-    assert len(signals_received) == 1
+    assert signals_received == []
 
-    get_user("user_first").delete()  # someone resolves the conflict
-    response = deliver(second, svix_id="msg_conflict")  # dashboard replay
+    local.delete()  # someone resolves the conflict
+    response = deliver(created, svix_id="msg_conflict")  # dashboard replay
 
     assert processed(response, "created")
     assert get_user("user_second").email == "same@example.org"

@@ -4,6 +4,9 @@ Nothing here is computed at import time, so ``override_settings`` (in tests) and
 settings changed at run time take effect at once.
 """
 
+import base64
+import binascii
+
 from django.conf import settings as django_settings
 
 #: The default ``CLERK_SYNC_FIELD_MAP``, trimmed to the fields the user model has.
@@ -66,6 +69,184 @@ class ClerkSyncSettings:
         ``"deactivate"`` (default: ``is_active=False``, nothing lost), ``"delete"``,
         or a callable (or ``"module.path:function"``) called with the user."""
         return getattr(django_settings, "CLERK_SYNC_ON_DELETE", "deactivate")
+
+    # Clerk's Backend API (shared by the backfill, the middleware's "fetch" mode and
+    # its JWKS source).
+
+    @property
+    def API_URL(self):
+        """``CLERK_API_URL``: the Backend API base URL, for a proxy or the Clerk
+        simulator. Default ``"https://api.clerk.com"``."""
+        value = getattr(django_settings, "CLERK_API_URL", None) or "https://api.clerk.com"
+        return value.rstrip("/")
+
+    @property
+    def SECRET_KEY(self):
+        """``CLERK_SECRET_KEY``: the instance's Backend API secret key
+        (``sk_test_...`` / ``sk_live_...``). Default: unset."""
+        return getattr(django_settings, "CLERK_SECRET_KEY", None) or ""
+
+    @property
+    def HTTP_TIMEOUT(self):
+        """``CLERK_HTTP_TIMEOUT``: seconds to wait for Clerk's servers on one request.
+        Default 5."""
+        return float(getattr(django_settings, "CLERK_HTTP_TIMEOUT", 5))
+
+    @property
+    def API_RATE_LIMIT(self):
+        """``CLERK_API_RATE_LIMIT``: ``(requests, seconds)``: the most Backend API
+        requests this process sends per window. Default ``(100, 10)``, a development
+        instance's limit; production instances allow ``(1000, 10)``."""
+        requests, seconds = getattr(django_settings, "CLERK_API_RATE_LIMIT", (100, 10))
+        return int(requests), float(seconds)
+
+    @property
+    def API_MAX_RETRIES(self):
+        """``CLERK_API_MAX_RETRIES``: how often one Backend API request is retried
+        after a 429, a 5xx or a timeout before the backfill gives up (it keeps what
+        it applied and prints how to resume). Default 5."""
+        return int(getattr(django_settings, "CLERK_API_MAX_RETRIES", 5))
+
+    # Session tokens (the middleware, the authentication backend, DRF).
+
+    @property
+    def PUBLISHABLE_KEY(self):
+        """``CLERK_PUBLISHABLE_KEY``: the instance's publishable key
+        (``pk_test_...`` / ``pk_live_...``). It encodes the Frontend API host, which
+        gives the issuer tokens must carry (``https://<host>``), the public JWKS URL,
+        and the name of the suffixed ``__session_<suffix>`` cookie. Default: unset."""
+        value = getattr(django_settings, "CLERK_PUBLISHABLE_KEY", None)
+        return value.strip() if isinstance(value, str) else ""
+
+    @property
+    def JWT_KEY(self):
+        """``CLERK_JWT_KEY``: the PEM "JWKS Public Key" from the dashboard (API keys
+        page). When set, tokens are verified with it alone, networkless: no JWKS is
+        fetched. The literal ``\\n`` form that environment files often hold is
+        accepted. Default: unset."""
+        value = getattr(django_settings, "CLERK_JWT_KEY", None)
+        if not isinstance(value, str) or not value.strip():
+            return ""
+        return value.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
+
+    @property
+    def AUTHORIZED_PARTIES(self):
+        """``CLERK_AUTHORIZED_PARTIES``: the origins (``"https://app.example.com"``)
+        allowed to have minted a token, compared with its ``azp`` claim. Empty (the
+        default) accepts any ``azp``; system check W030 warns about that."""
+        value = getattr(django_settings, "CLERK_AUTHORIZED_PARTIES", None) or ()
+        if isinstance(value, str):
+            value = [value]
+        return [p.rstrip("/") for p in value if isinstance(p, str) and p]
+
+    @property
+    def ACCEPT_TOKENS_WITHOUT_AZP(self):
+        """``CLERK_ACCEPT_TOKENS_WITHOUT_AZP``: whether a token with no ``azp`` claim
+        is accepted. Clerk leaves ``azp`` out of tokens minted without an ``Origin``
+        header: on top-level navigations (the handshake that refreshes the
+        ``__session`` cookie) and by the Backend API. Default ``True``; set ``False``
+        to accept only tokens that name an authorized party."""
+        return bool(getattr(django_settings, "CLERK_ACCEPT_TOKENS_WITHOUT_AZP", True))
+
+    @property
+    def JWT_ISSUER(self):
+        """``CLERK_JWT_ISSUER``: the exact ``iss`` tokens must carry (the Frontend API
+        URL, ``https://clerk.example.com`` or ``https://<slug>.clerk.accounts.dev``).
+        Default: derived from ``CLERK_PUBLISHABLE_KEY``; ``""`` when neither is set,
+        and then every token is rejected (system check E033)."""
+        value = getattr(django_settings, "CLERK_JWT_ISSUER", None)
+        if isinstance(value, str) and value.strip():
+            return value.strip().rstrip("/")
+        host = frontend_api_host(self.PUBLISHABLE_KEY)
+        return f"https://{host}" if host else ""
+
+    @property
+    def JWKS_URL(self):
+        """``CLERK_JWKS_URL``: where to fetch the signing keys. Default: the Backend
+        API's ``{CLERK_API_URL}/v1/jwks`` when ``CLERK_SECRET_KEY`` is set, otherwise
+        the public ``{issuer}/.well-known/jwks.json``. The secret key is only ever
+        sent to the Backend API URL. Not used when ``CLERK_JWT_KEY`` is set."""
+        value = getattr(django_settings, "CLERK_JWKS_URL", None)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if self.SECRET_KEY:
+            return f"{self.API_URL}/v1/jwks"
+        issuer = self.JWT_ISSUER
+        return f"{issuer}/.well-known/jwks.json" if issuer else ""
+
+    @property
+    def JWT_LEEWAY(self):
+        """``CLERK_JWT_LEEWAY``: seconds of clock skew tolerated on ``exp``, ``nbf``
+        and ``iat``. Default 5, as Clerk's SDKs."""
+        return _number(getattr(django_settings, "CLERK_JWT_LEEWAY", 5), 5)
+
+    @property
+    def ALLOW_PENDING_SESSIONS(self):
+        """``CLERK_ALLOW_PENDING_SESSIONS``: accept tokens of sessions whose ``sts``
+        is ``"pending"`` (signed in, but a required step such as choosing an
+        organization is not done). Default ``False``: they are rejected."""
+        return bool(getattr(django_settings, "CLERK_ALLOW_PENDING_SESSIONS", False))
+
+    @property
+    def JWKS_CACHE_TTL(self):
+        """``CLERK_JWKS_CACHE_TTL``: seconds fetched signing keys are used before they
+        are fetched again. Default 300, as Clerk's SDKs. A failed refresh keeps
+        the keys in use."""
+        return _number(getattr(django_settings, "CLERK_JWKS_CACHE_TTL", 300), 300)
+
+    @property
+    def JWKS_REFETCH_COOLDOWN(self):
+        """``CLERK_JWKS_REFETCH_COOLDOWN``: the least number of seconds between two
+        fetches of the signing keys, whatever tokens arrive (an unknown ``kid``, a
+        signature that fails, a failed fetch). Default 10."""
+        return _number(getattr(django_settings, "CLERK_JWKS_REFETCH_COOLDOWN", 10), 10)
+
+    @property
+    def JWKS_CACHE(self):
+        """``CLERK_JWKS_CACHE``: the alias of a Django cache (``CACHES``) shared by
+        all processes, so that many workers fetch the keys once. Default ``None``:
+        each process keeps its own. A cache that errors is skipped."""
+        value = getattr(django_settings, "CLERK_JWKS_CACHE", None)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def SYNC_FIRST_SIGHT(self):
+        """``CLERK_SYNC_FIRST_SIGHT``: what a valid token for a Clerk user that has no
+        Django user yet does. ``"create"`` (default): create it through the sync path
+        from the token's user id; the ``user.created`` webhook fills in the rest.
+        ``"fetch"``: fetch the full user from the Backend API first (needs
+        ``CLERK_SECRET_KEY``). ``"off"``: the request stays anonymous."""
+        return getattr(django_settings, "CLERK_SYNC_FIRST_SIGHT", "create")
+
+
+def _number(value, default):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default  # system check E036 names the mistake
+    return float(value)
+
+
+def frontend_api_host(publishable_key):
+    """The Frontend API host a publishable key encodes, or ``""``.
+
+    The key is ``pk_test_`` / ``pk_live_`` then base64 of ``"<host>$"``.
+    """
+    if not isinstance(publishable_key, str):
+        return ""
+    prefix, sep, encoded = publishable_key.partition("_")
+    kind, sep2, encoded = encoded.partition("_")
+    if prefix != "pk" or kind not in ("test", "live") or not sep or not sep2:
+        return ""
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        text = decoded.decode("ascii")
+    except (binascii.Error, ValueError):
+        return ""
+    if not text.endswith("$"):
+        return ""
+    host = text[:-1]
+    if not host or not host.isprintable() or any(c in host for c in "/?#@ \\"):
+        return ""
+    return host
 
 
 clerk_settings = ClerkSyncSettings()

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connections, router, transaction
 from django.core.exceptions import ValidationError
+from django.db.models.functions import Lower
 from django.db.models import CharField, DateField, DateTimeField, EmailField, TextField
 from django.utils import timezone
 
@@ -39,11 +40,15 @@ DELETED = "deleted"
 ALREADY_DELETED = "already deleted"
 
 
+FAILED = "failed"  # bulk sync only: this one user could not be applied
+
+
 @dataclass(frozen=True)
 class SyncResult:
     clerk_id: str
     outcome: str
     user: Optional[Any] = None
+    detail: str = ""
 
     @property
     def changed(self):
@@ -175,16 +180,52 @@ def _coerce(field, value, clerk_id):
     return value
 
 
-def _free_username(user_model, user, wanted, clerk_id):
+def _taken_in_database(user_model, user, candidate):
+    field = user_model.USERNAME_FIELD
+    others = user_model._default_manager.filter(**{f"{field}__iexact": candidate})
+    if user.pk is not None:
+        others = others.exclude(pk=user.pk)
+    return others.exists()
+
+
+class _TakenUsernames:
+    """The login values a page of users may want, looked up in one query.
+
+    Case-insensitive, like the per-user check; values chosen during the page are
+    remembered so two new users in one page never get the same one.
+    """
+
+    def __init__(self, user_model, candidates):
+        field = user_model.USERNAME_FIELD
+        lowered = {c.lower() for c in candidates if isinstance(c, str) and c}
+        rows = (
+            user_model._default_manager.annotate(_login=Lower(field))
+            .filter(_login__in=lowered)
+            .values_list("_login", "pk")
+        )
+        self.holders = {login: ("pk", pk) for login, pk in rows}
+
+    @staticmethod
+    def _owner(user):
+        return ("pk", user.pk) if user.pk is not None else ("new", id(user))
+
+    def __call__(self, user_model, user, candidate):
+        holder = self.holders.get(candidate.lower())
+        return holder is not None and holder != self._owner(user)
+
+    def claim(self, user, value):
+        if isinstance(value, str) and value:
+            self.holders[value.lower()] = self._owner(user)
+
+
+def _free_username(user_model, user, wanted, clerk_id, taken_check=None):
     """The Clerk username when set and free, otherwise one derived from the Clerk id."""
     field = user_model.USERNAME_FIELD
     current = getattr(user, field, None)
+    check = taken_check or _taken_in_database
 
     def taken(candidate):
-        others = user_model._default_manager.filter(**{f"{field}__iexact": candidate})
-        if user.pk is not None:
-            others = others.exclude(pk=user.pk)
-        return others.exists()
+        return check(user_model, user, candidate)
 
     if wanted and (wanted == current or not taken(wanted)):
         return wanted
@@ -225,8 +266,12 @@ def email_is_username(user_model):
     return user_model.USERNAME_FIELD == user_model.get_email_field_name()
 
 
-def _apply_fields(user_model, user, clerk_user, clerk_id):
-    """Set the mapped fields on ``user``; return the names of those that changed."""
+def _apply_fields(user_model, user, clerk_user, clerk_id, taken_check=None):
+    """Set the mapped fields on ``user``; return the names of those that changed.
+
+    ``taken_check(user_model, user, candidate)`` answers whether a login value is
+    held by another user (default: one query per candidate).
+    """
     opts = user_model._meta
     values = mapped_values(clerk_user)
     username_field = user_model.USERNAME_FIELD
@@ -253,12 +298,16 @@ def _apply_fields(user_model, user, clerk_user, clerk_id):
                 # unique, non-empty login value.
                 value = value or clerk_id
             else:
-                value = _free_username(user_model, user, value, clerk_id)
+                value = _free_username(user_model, user, value, clerk_id, taken_check)
         if getattr(user, field.attname) != value:
             setattr(user, field.attname, value)
             changed.append(name)
     if username_field not in values and not getattr(user, username_field, None):
-        setattr(user, username_field, _free_username(user_model, user, None, clerk_id))
+        setattr(
+            user,
+            username_field,
+            _free_username(user_model, user, None, clerk_id, taken_check),
+        )
         changed.append(username_field)
     return changed
 
@@ -400,3 +449,176 @@ def delete_user(clerk_id, *, source):
         announce(result, source=source)
         logger.info("Clerk user %s deleted (%s)", clerk_id, source)
         return result
+
+
+# Bulk: a page of users (the backfill) in a bounded number of queries.
+
+
+def _newest_per_id(clerk_users):
+    """Valid users by Clerk id (the newest when an id repeats), and results for the
+    records that cannot be synced at all."""
+    valid, invalid = {}, []
+    for position, clerk_user in enumerate(clerk_users):
+        try:
+            if not isinstance(clerk_user, dict):
+                raise InvalidClerkUser("the Clerk user is not an object")
+            clerk_id = clean_clerk_id(clerk_user.get("id"))
+        except InvalidClerkUser as exc:
+            invalid.append(SyncResult(f"#{position}", FAILED, detail=str(exc)))
+            continue
+        kept = valid.get(clerk_id)
+        if kept is None or (_updated_at_ms(clerk_user) or 0) >= (
+            _updated_at_ms(kept) or 0
+        ):
+            valid[clerk_id] = clerk_user
+    return valid, invalid
+
+
+def _locked_links(clerk_ids, lock):
+    queryset = ClerkUserLink.objects.filter(clerk_id__in=clerk_ids)
+    if lock:
+        connection = connections[router.db_for_write(ClerkUserLink)]
+        if connection.features.has_select_for_update_of:
+            queryset = queryset.select_for_update(of=("self",)).select_related("user")
+        else:
+            # No FOR UPDATE OF: a join would lock the user rows too; fetch them apart.
+            queryset = queryset.select_for_update().prefetch_related("user")
+    else:
+        queryset = queryset.select_related("user")
+    return {link.clerk_id: link for link in queryset}
+
+
+class _SlowPathNeeded(Exception):
+    """The page's bulk write hit a conflict: apply its users one by one instead."""
+
+
+def _plan_one(user_model, clerk_id, clerk_user, link, taken, new_users, touched_links):
+    """Decide (and prepare in memory) what one user of a page needs; return the
+    result and the names of the fields that changed."""
+    updated_at = _updated_at_ms(clerk_user)
+    if link is not None and link.is_tombstone:
+        return SyncResult(clerk_id, TOMBSTONED, link.user), []
+    if link is not None and link.clerk_updated_at is not None and (
+        updated_at is None or updated_at < link.clerk_updated_at
+    ):
+        return SyncResult(clerk_id, STALE, link.user), []
+    user = link.user if link is not None else None
+    created = user is None
+    if created:
+        user = user_model()
+    changed = _apply_fields(user_model, user, clerk_user, clerk_id, taken)
+    if taken is not None:
+        taken.claim(user, getattr(user, user_model.USERNAME_FIELD))
+    if created:
+        if hasattr(user, "set_unusable_password"):
+            user.set_unusable_password()
+        new_users.append((clerk_id, user, link))
+    if link is not None and updated_at is not None and (
+        link.clerk_updated_at is None or updated_at > link.clerk_updated_at
+    ):
+        link.clerk_updated_at = updated_at
+        touched_links.append(link)
+    outcome = CREATED if created else (UPDATED if changed else UNCHANGED)
+    return SyncResult(clerk_id, outcome, user), changed
+
+
+def _plan_and_apply_page(valid, *, source, dry_run):
+    user_model = get_user_model()
+    links = _locked_links(list(valid), lock=not dry_run)
+    taken = None
+    if not email_is_username(user_model):
+        wanted = [u.get("username") for u in valid.values()] + list(valid)
+        taken = _TakenUsernames(user_model, wanted)
+
+    results, new_users, updated_users, changed_fields = [], [], [], set()
+    touched_links = []
+    for clerk_id, clerk_user in valid.items():
+        link = links.get(clerk_id)
+        try:
+            planned, changed = _plan_one(
+                user_model, clerk_id, clerk_user, link, taken, new_users, touched_links
+            )
+        except Exception as exc:  # one bad record is reported, not fatal to the page
+            logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
+            results.append(SyncResult(clerk_id, FAILED, detail=type(exc).__name__))
+            continue
+        results.append(planned)
+        if planned.outcome == UPDATED:
+            updated_users.append(planned.user)
+            changed_fields.update(changed)
+
+    if dry_run:
+        return results
+
+    using = router.db_for_write(user_model)
+    if new_users and not connections[using].features.can_return_rows_from_bulk_insert:
+        raise _SlowPathNeeded("this database cannot return ids from a bulk insert")
+    try:
+        with transaction.atomic(using=using):
+            user_model._default_manager.bulk_create([user for _, user, _ in new_users])
+            new_links = []
+            for clerk_id, user, link in new_users:
+                if link is None:
+                    new_links.append(
+                        ClerkUserLink(
+                            clerk_id=clerk_id,
+                            user=user,
+                            clerk_updated_at=_updated_at_ms(valid[clerk_id]),
+                        )
+                    )
+                else:  # the Django user was removed locally: link the new one
+                    link.user = user
+                    touched_links.append(link)
+            ClerkUserLink.objects.bulk_create(new_links)
+            if updated_users:
+                user_model._default_manager.bulk_update(
+                    updated_users, sorted(changed_fields)
+                )
+            if touched_links:
+                now = timezone.now()
+                for link in touched_links:
+                    link.synced_at = now
+                ClerkUserLink.objects.bulk_update(
+                    touched_links, ["user", "clerk_updated_at", "synced_at"]
+                )
+    except IntegrityError as exc:
+        raise _SlowPathNeeded(str(exc)) from exc
+
+    for result in results:
+        announce(result, clerk_user=valid.get(result.clerk_id), source=source)
+    return results
+
+
+def _sync_one(clerk_user, clerk_id, source):
+    try:
+        return sync_user(clerk_user, source=source)
+    except Exception as exc:  # one bad user is reported, not fatal to the page
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, SyncConflict) else (
+            type(exc).__name__
+        )
+        logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
+        return SyncResult(clerk_id, FAILED, detail=detail[:500])
+
+
+def sync_users(clerk_users, *, source, dry_run=False):
+    """Apply a page of Clerk user objects with the same rules as :func:`sync_user`.
+
+    Existing links are read and locked in one query, usernames checked in one,
+    new users and links inserted in one each, changed users and links updated in
+    one each: a handful of queries per page, however large. A page whose bulk
+    write conflicts (a unique value, a concurrent webhook) is applied user by user
+    instead, and a user that still fails is reported as ``failed``. With
+    ``dry_run`` nothing is written and the results say what would happen.
+    Returns one :class:`SyncResult` per input record.
+    """
+    valid, results = _newest_per_id(clerk_users)
+    if not valid:
+        return results
+    try:
+        with transaction.atomic(using=router.db_for_write(ClerkUserLink)):
+            return results + _plan_and_apply_page(valid, source=source, dry_run=dry_run)
+    except _SlowPathNeeded as reason:
+        logger.info("Bulk sync fell back to one user at a time: %s", reason)
+    return results + [
+        _sync_one(clerk_user, clerk_id, source) for clerk_id, clerk_user in valid.items()
+    ]

@@ -1,0 +1,182 @@
+"""Copy every Clerk user into Django through the sync path, page by page.
+
+Clerk's webhooks are eventually consistent and not guaranteed, and every project
+starts with users that existed before its webhook did: the backfill lists them
+from the Backend API and applies each page with :func:`sync.sync_users`, so the
+ordering guard and tombstones hold exactly as for webhooks. It can be re-run at
+any time (from cron) to reconcile.
+
+Pages are read in ``+created_at`` order with a ``created_at_after`` cursor rather
+than ``offset``: offsets shift when users are deleted during the run (a user
+would be skipped), and Clerk's default order, newest first, shifts whenever
+someone signs up. The cursor is the last ``created_at`` seen, re-read inclusively
+(``created_at_after = cursor - 1``, ``offset`` = the users of that millisecond
+already applied), so users sharing a millisecond across a page boundary are
+neither skipped nor read twice.
+"""
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import sync
+from .backend_api import BackendAPIError
+from .models import ClerkUserLink
+
+SUMMARY_LINES = (
+    (sync.CREATED, "created"),
+    (sync.UPDATED, "updated"),
+    (sync.UNCHANGED, "unchanged"),
+    (sync.STALE, "skipped stale"),
+    (sync.TOMBSTONED, "skipped deleted"),
+    (sync.FAILED, "failed"),
+)
+
+
+@dataclass
+class BackfillReport:
+    counts: Counter = field(default_factory=Counter)
+    seen: int = 0
+    expected: int = None  # Clerk's /v1/users/count at the start
+    pages: int = 0
+    requests: int = 0
+    complete: bool = False  # the whole listing was read
+    cursor: int = None  # the last created_at applied: resume with --since cursor - 1
+    failures: list = field(default_factory=list)  # (clerk id, detail)
+    missing: list = field(default_factory=list)  # linked Clerk ids Clerk no longer has
+    deactivated: int = 0
+
+    @property
+    def failed(self):
+        return self.counts[sync.FAILED]
+
+
+class BackfillError(Exception):
+    """The listing stopped; ``report`` holds what was applied before it did."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
+def _created_at(clerk_user):
+    value = clerk_user.get("created_at") if isinstance(clerk_user, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def run_backfill(
+    api,
+    *,
+    page_size=500,
+    since=None,
+    limit=None,
+    dry_run=False,
+    deactivate_missing=False,
+    on_page=None,
+):
+    """List Clerk's users through ``api`` (a :class:`BackendAPI`) and sync them.
+
+    ``since``: only users created after this Unix-ms time. ``limit``: stop after
+    that many users. ``deactivate_missing``: after a complete, error-free listing,
+    apply the deletion policy to linked users Clerk no longer has (refused with
+    ``since`` or ``limit``, which never list everyone). ``on_page(report)`` is
+    called after each page. Raises :class:`BackfillError` if the listing fails.
+    """
+    if deactivate_missing and (since is not None or limit is not None):
+        raise ValueError("deactivate_missing needs a complete listing: no since or limit")
+    report = BackfillReport()
+    seen_ids = set() if deactivate_missing else None
+    filters = {"created_at_after": since} if since is not None else {}
+    try:
+        report.expected = api.count_users(**filters)
+        cursor, boundary_ids = since, set()
+        while True:
+            params = {}
+            if cursor is not None:
+                # Re-read the cursor's millisecond, skipping the users already
+                # applied from it: ties at a page boundary are neither lost nor
+                # read twice.
+                params = {"created_at_after": cursor - 1, "offset": len(boundary_ids)}
+            page = api.list_users(limit=page_size, order_by="+created_at", **params)
+            report.pages += 1
+            fresh = [
+                u
+                for u in page
+                if not (
+                    isinstance(u, dict)
+                    and _created_at(u) == cursor
+                    and u.get("id") in boundary_ids
+                )
+            ]
+            if since is not None:
+                fresh = [u for u in fresh if (_created_at(u) or 0) > since]
+            if limit is not None:
+                fresh = fresh[: max(0, limit - report.seen)]
+            if page and not fresh and len(page) == page_size:
+                raise BackendAPIError(
+                    f"a full page held no new users at created_at {cursor} (Clerk's "
+                    "order of users created in the same millisecond changed)"
+                )
+            for result in sync.sync_users(fresh, source="backfill", dry_run=dry_run):
+                report.counts[result.outcome] += 1
+                if result.outcome == sync.FAILED:
+                    report.failures.append((result.clerk_id, result.detail))
+            report.seen += len(fresh)
+            if seen_ids is not None:
+                seen_ids.update(u.get("id") for u in fresh if isinstance(u, dict))
+            times = [t for t in map(_created_at, fresh) if t is not None]
+            if times:
+                newest = max(times)
+                if newest != cursor:
+                    boundary_ids = set()
+                cursor = newest
+                boundary_ids |= {
+                    u.get("id") for u in fresh if _created_at(u) == newest
+                }
+            report.cursor = cursor
+            report.requests = api.requests_sent
+            if on_page:
+                on_page(report)
+            if len(page) < page_size or (limit is not None and report.seen >= limit):
+                break
+        report.complete = limit is None or report.seen < limit
+    except BackendAPIError as exc:
+        report.requests = api.requests_sent
+        raise BackfillError(str(exc), report) from exc
+
+    if deactivate_missing and report.complete and not report.failed:
+        live = ClerkUserLink.objects.filter(deleted_at__isnull=True).values_list(
+            "clerk_id", flat=True
+        )
+        report.missing = sorted(set(live.iterator()) - seen_ids)
+        # A user may be missing only because the listing raced a sign-up that the
+        # webhook delivered first; ask Clerk once more before deleting.
+        for clerk_id in report.missing:
+            if dry_run:
+                report.deactivated += 1
+            elif api.get_user(clerk_id) is None:
+                if sync.delete_user(clerk_id, source="backfill").changed:
+                    report.deactivated += 1
+        report.requests = api.requests_sent
+    return report
+
+
+class ProgressMeter:
+    """Users done / total, rate and ETA, from a report."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.started = clock()
+
+    def line(self, report):
+        elapsed = max(self.clock() - self.started, 1e-9)
+        rate = report.seen / elapsed
+        total = report.expected
+        text = f"{report.seen:,}"
+        if total:
+            text += f" / {total:,} users"
+            if rate > 0 and report.seen < total:
+                text += f", ETA {int((total - report.seen) / rate)} s"
+        else:
+            text += " users"
+        return f"{text}, {rate:,.0f}/s"

@@ -1,0 +1,349 @@
+"""``manage.py clerk_backfill`` against the Clerk simulator over real HTTP."""
+
+import io
+import math
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_clerk_sync import get_user
+from django_clerk_sync.backend_api import BackendAPI
+from django_clerk_sync.backfill import run_backfill
+from django_clerk_sync.models import ClerkUserLink
+from django_clerk_sync.signals import clerk_user_synced
+from django_clerk_sync.simulator import ClerkSimulator
+from django_clerk_sync.testing import clerk_user, deleted_user, event
+
+User = get_user_model()
+SECRET_KEY = "sk_test_simulator"
+
+
+@pytest.fixture
+def sim(settings, transactional_db):
+    with ClerkSimulator(secret_key=SECRET_KEY, rate_limit=None) as simulator:
+        settings.CLERK_API_URL = simulator.url
+        settings.CLERK_SECRET_KEY = SECRET_KEY
+        settings.CLERK_API_RATE_LIMIT = (10_000, 1)
+        settings.CLERK_API_MAX_RETRIES = 2
+        yield simulator
+
+
+def backfill(*args, **options):
+    """Run the command; return (stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("clerk_backfill", *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+def users_requests(sim):
+    return sim.request_count("/v1/users") - sim.request_count("/v1/users/count")
+
+
+def test_1203_users_are_synced_and_counted(sim, signals_received):
+    sim.add_users(1203)
+
+    out, _ = backfill()
+
+    assert User.objects.count() == 1203
+    assert ClerkUserLink.objects.count() == 1203
+    assert "1,203 Clerk users read in 3 page(s)" in out
+    assert "created: 1,203" in out and "failed: 0" in out
+    # One count request, then ceil(1203 / 500) pages of 500.
+    assert sim.request_count("/v1/users/count") == 1
+    assert users_requests(sim) == math.ceil(1203 / 500)
+    assert {q["limit"] for _, path, q, _ in sim.requests if path == "/v1/users"} == {"500"}
+    assert {kw["source"] for _, kw in signals_received} == {"backfill"}
+    assert len(signals_received) == 1203
+    # Every Clerk user landed with its data.
+    for clerk in sim.users[:50]:
+        assert get_user(clerk["id"]) is not None
+
+
+def test_a_page_costs_a_bounded_number_of_queries(sim):
+    """The number of queries per page does not grow with the page size."""
+    sim.add_users(40)
+    api = BackendAPI()
+
+    with CaptureQueriesContext(connection) as small:
+        run_backfill(api, page_size=40)
+    sim.add_users(400)
+    with CaptureQueriesContext(connection) as large:
+        run_backfill(api, page_size=500)
+
+    # A handful per page; SQLite also splits a bulk insert into batches of a few
+    # hundred parameters, which still is far from one query per user.
+    assert len(small.captured_queries) <= 12
+    assert len(large.captured_queries) <= 12 + math.ceil(400 / 80)
+    assert User.objects.count() == 440
+
+
+def test_a_second_run_changes_nothing_and_sends_no_signal(sim, signals_received):
+    sim.add_users(30)
+    backfill()
+    signals_received.clear()
+
+    out, _ = backfill()
+
+    assert "unchanged: 30" in out and "created: 0" in out
+    assert signals_received == []
+
+
+def test_changes_in_clerk_are_reconciled(sim):
+    first = sim.add_user(clerk_id="user_recon", first_name="Old", email="r@example.com")
+    backfill()
+    sim.update_user(first["id"], first_name="New")
+
+    out, _ = backfill()
+
+    assert "updated: 1" in out
+    assert get_user("user_recon").first_name == "New"
+
+
+def test_a_429_storm_is_waited_out(settings, transactional_db):
+    with ClerkSimulator(secret_key=SECRET_KEY, rate_limit=(2, 1.0)) as sim:
+        settings.CLERK_API_URL = sim.url
+        settings.CLERK_SECRET_KEY = SECRET_KEY
+        settings.CLERK_API_RATE_LIMIT = (10_000, 1)  # we do not pace: Clerk answers 429
+        settings.CLERK_API_MAX_RETRIES = 5
+        sim.add_users(25)
+
+        out, _ = backfill("--page-size", "5")
+
+        statuses = [status for _, _, _, status in sim.requests]
+    assert statuses.count(429) >= 1
+    assert User.objects.count() == 25
+    assert "created: 25" in out
+
+
+def test_our_own_pacing_keeps_under_the_rate_limit(settings, transactional_db):
+    with ClerkSimulator(secret_key=SECRET_KEY, rate_limit=(3, 1.0)) as sim:
+        settings.CLERK_API_URL = sim.url
+        settings.CLERK_SECRET_KEY = SECRET_KEY
+        settings.CLERK_API_RATE_LIMIT = (3, 1.0)
+        sim.add_users(8)
+
+        backfill("--page-size", "2")
+
+        statuses = [status for _, _, _, status in sim.requests]
+    assert 429 not in statuses
+    assert User.objects.count() == 8
+
+
+def test_5xx_answers_are_retried_until_clerk_recovers(sim):
+    sim.add_users(12)
+    sim.fail_next(2, status=503)
+
+    out, _ = backfill("--page-size", "5")
+
+    assert User.objects.count() == 12
+    assert [s for _, _, _, s in sim.requests].count(503) == 2
+
+
+@pytest.fixture
+def clerk_fails_after_the_first_page(sim, settings):
+    """Once the first page is applied (its signals are the hook), Clerk answers 500
+    to exactly as many attempts as the backfill makes for one request, then
+    recovers."""
+    attempts = 1 + settings.CLERK_API_MAX_RETRIES
+    fired = []
+
+    def receiver(sender, **kwargs):
+        if not fired:
+            fired.append(True)
+            sim.fail_next(attempts, status=500)
+
+    clerk_user_synced.connect(receiver, weak=False)
+    yield
+    clerk_user_synced.disconnect(receiver)
+
+
+def test_giving_up_keeps_what_was_synced_and_says_how_to_resume(
+    sim, clerk_fails_after_the_first_page
+):
+    sim.add_users(12)
+
+    with pytest.raises(CommandError) as stopped:
+        backfill("--page-size", "5")
+
+    message = str(stopped.value)
+    assert "GET /v1/users failed 3 times, last with HTTP 500" in message
+    assert "Resume with: manage.py clerk_backfill --since " in message
+    assert "\n" not in message
+    assert User.objects.count() == 5  # the first page stays
+
+
+def test_resume_after_an_interruption(sim, clerk_fails_after_the_first_page):
+    sim.add_users(12)
+    with pytest.raises(CommandError) as stopped:
+        backfill("--page-size", "5")
+    resume_since = str(stopped.value).rsplit("--since ", 1)[1].strip()
+
+    out, _ = backfill("--since", resume_since)
+
+    assert User.objects.count() == 12
+    assert ClerkUserLink.objects.count() == 12
+    assert "created: 7" in out
+
+
+def test_users_signing_up_during_the_run_are_neither_doubled_nor_skipped(sim):
+    sim.add_users(20)
+    added = []
+
+    def sign_ups(report):
+        if len(added) < 6:
+            added.append(sim.add_user(email=f"late{len(added)}@example.com"))
+            added.append(sim.add_user())
+
+    report = run_backfill(BackendAPI(), page_size=7, on_page=sign_ups)
+
+    clerk_ids = {u["id"] for u in sim.users}
+    assert set(ClerkUserLink.objects.values_list("clerk_id", flat=True)) == clerk_ids
+    assert User.objects.count() == len(clerk_ids) == report.seen
+
+
+def test_users_sharing_one_millisecond_across_a_page_boundary_are_all_read(sim):
+    for n in range(7):
+        sim.add_user(clerk_id=f"user_same_ms_{n}", created_at=1_700_000_000_000)
+
+    report = run_backfill(BackendAPI(), page_size=3)
+
+    assert report.seen == 7
+    assert User.objects.count() == 7
+
+
+def test_dry_run_writes_nothing(sim, signals_received):
+    sim.add_users(9)
+
+    out, _ = backfill("--dry-run")
+
+    assert "Dry run" in out and "created: 9" in out
+    assert User.objects.count() == 0 and ClerkUserLink.objects.count() == 0
+    assert signals_received == []
+
+
+def test_since_and_limit(sim):
+    users = [sim.add_user() for _ in range(10)]
+
+    backfill("--since", str(users[3]["created_at"]))
+    assert User.objects.count() == 6
+
+    User.objects.all().delete()
+    ClerkUserLink.objects.all().delete()
+    backfill("--limit", "4", "--page-size", "3")
+    assert sorted(ClerkUserLink.objects.values_list("clerk_id", flat=True)) == sorted(
+        u["id"] for u in users[:4]
+    )
+
+
+def test_stale_and_deleted_users_are_never_overwritten_or_resurrected(sim, deliver):
+    old = sim.add_user(clerk_id="user_newer_here", first_name="Old", updated_at=1_000)
+    sim.add_user(clerk_id="user_gone", first_name="Ghost")
+    # The webhook already applied a newer version, and deleted the other user.
+    deliver(event("user.updated", clerk_user(old["id"], first_name="Newer", updated_at=2_000)))
+    deliver(event("user.deleted", deleted_user("user_gone")))
+
+    out, _ = backfill()
+
+    assert get_user("user_newer_here").first_name == "Newer"
+    assert get_user("user_gone") is None
+    assert "skipped stale: 1" in out and "skipped deleted: 1" in out
+
+
+def test_deactivate_missing_after_a_complete_run(sim, signals_received):
+    keep = sim.add_user(clerk_id="user_keep")
+    gone = sim.add_user(clerk_id="user_gone_from_clerk")
+    backfill()
+    sim.delete_user(gone["id"])
+    signals_received.clear()
+
+    out, _ = backfill("--deactivate-missing")
+
+    assert "missing from Clerk, deactivated: 1" in out
+    assert get_user(keep["id"]).is_active
+    assert get_user(gone["id"]) is None
+    assert ClerkUserLink.objects.get(clerk_id=gone["id"]).is_tombstone
+    assert [(kind, kw["source"]) for kind, kw in signals_received] == [("deleted", "backfill")]
+
+
+def test_deactivate_missing_is_not_applied_after_an_incomplete_run(sim, settings):
+    sim.add_user(clerk_id="user_a")
+    sim.add_user(clerk_id="user_b")
+    backfill()
+    sim.delete_user("user_b")
+
+    def explode(clerk_user):
+        if clerk_user["id"] == "user_a":
+            raise RuntimeError("bad record")
+        return clerk_user.get("first_name")
+
+    settings.CLERK_SYNC_FIELD_MAP = {"first_name": explode}
+    with pytest.raises(CommandError, match="1 user\\(s\\) failed"):
+        backfill("--deactivate-missing")
+
+    assert get_user("user_b") is not None  # not deactivated: the run had a failure
+
+
+def test_deactivate_missing_refuses_partial_listings(sim):
+    for args in (["--since", "2024-01-01"], ["--limit", "5"]):
+        with pytest.raises(CommandError, match="needs a complete listing"):
+            backfill("--deactivate-missing", *args)
+    assert sim.request_count() == 0
+
+
+def test_a_bad_record_among_good_ones_is_reported_and_skipped(sim, settings):
+    sim.add_users(6)
+    bad = sim.add_user(clerk_id="user_bad_record")
+
+    def explode(clerk_user):
+        if clerk_user["id"] == bad["id"]:
+            raise ValueError("unreadable")
+        return clerk_user.get("first_name")
+
+    settings.CLERK_SYNC_FIELD_MAP = {"first_name": explode}
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 user\\(s\\) failed"):
+        call_command("clerk_backfill", stdout=out, stderr=err)
+
+    assert User.objects.count() == 6
+    assert "failed: Clerk user user_bad_record: ValueError" in err.getvalue()
+    assert "failed: 1" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("sk_test_abc\u200bdef", "non-ASCII"),
+        ("sk_test_abc def", "whitespace"),
+        ("pk_test_abc", "does not start with sk_test_ or sk_live_"),
+        ("", "is not set"),
+    ],
+)
+def test_a_bad_secret_key_is_refused_before_any_request(sim, settings, key, problem):
+    settings.CLERK_SECRET_KEY = key
+    with pytest.raises(CommandError, match=problem) as refused:
+        backfill()
+    assert "\n" not in str(refused.value)
+    assert sim.request_count() == 0
+
+
+def test_a_page_size_over_500_is_refused_never_sent(sim):
+    with pytest.raises(CommandError, match="--page-size must be 1 to 500"):
+        backfill("--page-size", "501")
+    assert sim.request_count() == 0
+
+
+def test_output_is_plain_lines_off_a_terminal_and_silent_at_v0(sim):
+    sim.add_users(7)
+    out, _ = backfill("--page-size", "3")
+    assert [line.split(":")[0] for line in out.splitlines()[:3]] == [
+        "page 1",
+        "page 2",
+        "page 3",
+    ]
+    assert "\r" not in out
+
+    quiet, _ = backfill(verbosity=0)
+    assert quiet == ""

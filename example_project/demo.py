@@ -18,6 +18,7 @@ smoke test. Runs from any directory: ``python example_project/demo.py``.
 import base64
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -50,6 +51,7 @@ from django.core.management import CommandError, call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from django_clerk_sync.models import WebhookEvent  # noqa: E402
+from django_clerk_sync.signals import clerk_user_synced  # noqa: E402
 from django_clerk_sync.testing import deleted_user, event  # noqa: E402
 
 ZOE = "user_demo_zoe"
@@ -279,6 +281,45 @@ def run_deliveries(url):
     return unexpected
 
 
+BACKFILL_USERS = 20
+
+
+def run_backfill_step():
+    """Users Clerk had before the webhook existed: ``clerk_backfill`` copies them
+    from the Clerk simulator (a real HTTP server standing in for Clerk's API)."""
+    from django_clerk_sync.simulator import ClerkSimulator
+
+    print("Backfill (manage.py clerk_backfill, from the Clerk simulator over HTTP):")
+    print()
+    with ClerkSimulator(secret_key="sk_test_demo_simulator", rate_limit=(100, 10)) as sim:
+        sim.add_users(BACKFILL_USERS)
+        # Clerk's copy of Zoë is older than what the webhook applied: skipped stale.
+        sim.add_user(clerk_id=ZOE, email="zoe@old.example", updated_at=minutes_ago(30))
+        # Grace was deleted: a backfill never brings her back.
+        sim.add_user(clerk_id=GRACE, first_name="Grace")
+        settings.CLERK_API_URL = sim.url
+        settings.CLERK_SECRET_KEY = sim.secret_key
+        announced = []
+        count = lambda sender, source, **kwargs: announced.append(source)  # noqa: E731
+        clerk_user_synced.connect(count)
+        receivers_log = logging.getLogger("example")
+        level = receivers_log.level
+        receivers_log.setLevel(logging.WARNING)  # 20 "Welcome" lines would drown it
+        out = io.StringIO()
+        try:
+            call_command("clerk_backfill", stdout=out, no_color=True)
+        finally:
+            receivers_log.setLevel(level)
+            clerk_user_synced.disconnect(count)
+    for line in out.getvalue().splitlines():
+        print("  " + line)
+    print(
+        f"  clerk_user_synced was sent {len(announced)} times, with source="
+        f"{', '.join(sorted(set(map(repr, announced)))) or '-'}"
+    )
+    return out.getvalue()
+
+
 def print_table(headers, rows):
     rows = [
         ["-" if value in ("", None) else str(value) for value in row] for row in rows
@@ -328,6 +369,8 @@ def final_state_problems():
         problems.append(f"{ZOE} should be active: the unsigned delete must not apply")
     if grace is None or grace.is_active or grace.email:
         problems.append(f"{GRACE} should exist, without email, deactivated")
+    if get_user_model().objects.count() != 2 + BACKFILL_USERS:
+        problems.append(f"the backfill should have added {BACKFILL_USERS} users")
     if WebhookEvent.objects.count() != 6:
         problems.append(
             "the event log should hold 6 events (the retry is not a new one)"
@@ -369,6 +412,8 @@ def main():
             unexpected = run_deliveries(url)
             print()
             print_results()
+            print()
+            run_backfill_step()
             print()
             problems = final_state_problems()
         except (KeyboardInterrupt, SystemExit):

@@ -40,6 +40,12 @@ def test_demo_runs_clean_from_anywhere(tmp_path):
         "INFO example.receivers: Welcome, Clerk user user_demo_zoe",
         "INFO example.receivers: Goodbye, Clerk user user_demo_grace",
         "All deliveries got the expected answer; the dev server is stopped.",
+        # The backfill from the Clerk simulator: new users, and the webhook's newer
+        # and deleted users left as they are.
+        "created: 20",
+        "skipped stale: 1",
+        "skipped deleted: 1",
+        "clerk_user_synced was sent 20 times, with source='backfill'",
     ]:
         assert line in out
     assert "UNEXPECTED" not in out

@@ -89,7 +89,7 @@ def run_backfill(
     filters = {"created_at_after": since} if since is not None else {}
     try:
         report.expected = api.count_users(**filters)
-        cursor, boundary_ids = since, set()
+        cursor, boundary_ids, last_params = since, set(), None
         while True:
             params = {}
             if cursor is not None:
@@ -117,6 +117,11 @@ def run_backfill(
                     f"a full page held no new users at created_at {cursor} (Clerk's "
                     "order of users created in the same millisecond changed)"
                 )
+            if len(page) == page_size and params == last_params:
+                # The cursor did not move (users without a created_at): the same
+                # page would come back for ever.
+                raise BackendAPIError("the listing made no progress (users without created_at?)")
+            last_params = params
             for result in sync.sync_users(fresh, source="backfill", dry_run=dry_run):
                 report.counts[result.outcome] += 1
                 if result.outcome == sync.FAILED:

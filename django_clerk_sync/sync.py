@@ -312,14 +312,21 @@ def _apply_fields(user_model, user, clerk_user, clerk_id, taken_check=None):
     return changed
 
 
-def _send_after_commit(signal, **kwargs):
+def _send_after_commit(signal, on_error=None, **kwargs):
+    """Send ``signal`` once the transaction commits. A raising receiver raises
+    :class:`SignalReceiverError` there, or, given ``on_error``, is reported to it
+    and the remaining signals of the transaction are still sent."""
+
     def send():
         try:
             signal.send(**kwargs)
         except Exception as exc:
-            raise SignalReceiverError(
+            error = SignalReceiverError(
                 f"a {signal_name(signal)} receiver raised {type(exc).__name__}: {exc}"
-            ) from exc
+            )
+            if on_error is None:
+                raise error from exc
+            on_error(kwargs.get("clerk_id") or kwargs["clerk_user"].get("id"), exc)
 
     transaction.on_commit(send, using=router.db_for_write(ClerkUserLink))
 
@@ -328,12 +335,13 @@ def signal_name(signal):
     return "clerk_user_deleted" if signal is clerk_user_deleted else "clerk_user_synced"
 
 
-def announce(result, *, clerk_user=None, source):
+def announce(result, *, clerk_user=None, source, on_error=None):
     """Send the signal for an effective change once the transaction commits."""
     user_model = get_user_model()
     if result.outcome == DELETED:
         _send_after_commit(
             clerk_user_deleted,
+            on_error,
             sender=user_model,
             user=result.user,
             clerk_id=result.clerk_id,
@@ -342,6 +350,7 @@ def announce(result, *, clerk_user=None, source):
     elif result.outcome in (CREATED, UPDATED):
         _send_after_commit(
             clerk_user_synced,
+            on_error,
             sender=user_model,
             user=result.user,
             clerk_user=clerk_user,
@@ -522,7 +531,7 @@ def _plan_one(user_model, clerk_id, clerk_user, link, taken, new_users, touched_
     return SyncResult(clerk_id, outcome, user), changed
 
 
-def _plan_and_apply_page(valid, *, source, dry_run):
+def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
     user_model = get_user_model()
     links = _locked_links(list(valid), lock=not dry_run)
     taken = None
@@ -585,7 +594,12 @@ def _plan_and_apply_page(valid, *, source, dry_run):
         raise _SlowPathNeeded(str(exc)) from exc
 
     for result in results:
-        announce(result, clerk_user=valid.get(result.clerk_id), source=source)
+        announce(
+            result,
+            clerk_user=valid.get(result.clerk_id),
+            source=source,
+            on_error=on_receiver_error,
+        )
     return results
 
 
@@ -593,11 +607,16 @@ def _sync_one(clerk_user, clerk_id, source):
     try:
         return sync_user(clerk_user, source=source)
     except Exception as exc:  # one bad user is reported, not fatal to the page
-        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, SyncConflict) else (
-            type(exc).__name__
-        )
+        # The exception's text can hold user data (a database error quoting an
+        # email), so only its type is reported.
+        detail = type(exc).__name__
+        if isinstance(exc, SyncConflict):
+            detail += (
+                ": a unique value is held by a local user outside Clerk, or a "
+                "required field has no value"
+            )
         logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
-        return SyncResult(clerk_id, FAILED, detail=detail[:500])
+        return SyncResult(clerk_id, FAILED, detail=detail)
 
 
 def sync_users(clerk_users, *, source, dry_run=False):
@@ -614,11 +633,36 @@ def sync_users(clerk_users, *, source, dry_run=False):
     valid, results = _newest_per_id(clerk_users)
     if not valid:
         return results
+    receiver_errors = {}
+
+    def on_receiver_error(clerk_id, exc):
+        logger.error(
+            "Clerk user %s: a signal receiver raised %s (%s); the change is kept",
+            clerk_id,
+            type(exc).__name__,
+            source,
+        )
+        receiver_errors[clerk_id] = f"a signal receiver raised {type(exc).__name__}"
+
     try:
         with transaction.atomic(using=router.db_for_write(ClerkUserLink)):
-            return results + _plan_and_apply_page(valid, source=source, dry_run=dry_run)
+            page = _plan_and_apply_page(
+                valid,
+                source=source,
+                dry_run=dry_run,
+                on_receiver_error=on_receiver_error,
+            )
     except _SlowPathNeeded as reason:
         logger.info("Bulk sync fell back to one user at a time: %s", reason)
+        page = [
+            _sync_one(clerk_user, clerk_id, source)
+            for clerk_id, clerk_user in valid.items()
+        ]
+    # Signals are sent on commit: a receiver that raised turns its user's result
+    # into a failure (the change itself is committed and stays).
     return results + [
-        _sync_one(clerk_user, clerk_id, source) for clerk_id, clerk_user in valid.items()
+        SyncResult(r.clerk_id, FAILED, r.user, receiver_errors[r.clerk_id])
+        if r.clerk_id in receiver_errors
+        else r
+        for r in page
     ]

@@ -347,3 +347,28 @@ def test_output_is_plain_lines_off_a_terminal_and_silent_at_v0(sim):
 
     quiet, _ = backfill(verbosity=0)
     assert quiet == ""
+
+
+def test_a_raising_receiver_is_reported_and_the_rest_still_announced(
+    sim, signals_received
+):
+    sim.add_users(5)
+    unlucky = sim.users[2]["id"]
+
+    def picky(sender, clerk_user, **kwargs):
+        if clerk_user["id"] == unlucky:
+            raise RuntimeError("welcome mail failed")
+
+    clerk_user_synced.connect(picky, weak=False)
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.raises(CommandError, match="1 user\\(s\\) failed"):
+            call_command("clerk_backfill", stdout=out, stderr=err)
+    finally:
+        clerk_user_synced.disconnect(picky)
+
+    assert User.objects.count() == 5  # the change itself is kept
+    assert len(signals_received) == 5  # the other receivers heard about everyone
+    assert f"failed: Clerk user {unlucky}: a signal receiver raised RuntimeError" in (
+        err.getvalue()
+    )

@@ -372,3 +372,25 @@ def test_a_raising_receiver_is_reported_and_the_rest_still_announced(
     assert f"failed: Clerk user {unlucky}: a signal receiver raised RuntimeError" in (
         err.getvalue()
     )
+
+
+class _Terminal(io.StringIO):
+    """Output that says it is a terminal, as a shell's stdout does."""
+
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_one_progress_line_with_rate_and_eta(sim):
+    sim.add_users(9)
+    out = _Terminal()
+
+    call_command("clerk_backfill", "--page-size", "4", stdout=out)
+
+    progress, _, summary = out.getvalue().partition("\n")
+    updates = progress.split("\r")[1:]
+    assert len(updates) == 3  # one rewrite of the same line per page
+    assert updates[0].startswith("4 / 9 users, ETA ") and "/s" in updates[0]
+    assert updates[-1].startswith("9 / 9 users, ")
+    assert "page " not in out.getvalue()
+    assert "created: 9" in summary

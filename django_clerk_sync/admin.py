@@ -6,9 +6,10 @@ the ordering and tombstone guarantees, so the admin shows and never writes.
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from .events import process_event
 from .models import ClerkUserLink, WebhookEvent
 
 
@@ -39,6 +40,28 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "received_at"
     exclude = ("body",)
     readonly_fields = ("payload",)
+
+    actions = ["reprocess"]
+
+    @admin.action(description="Reprocess selected events", permissions=["reprocess"])
+    def reprocess(self, request, queryset):
+        # Stored events were verified on arrival; processing is idempotent, so
+        # processed and ignored ones are left as they are.
+        done, failed = 0, 0
+        for event in queryset.exclude(status__in=["processed", "ignored"]):
+            try:
+                process_event(event)
+                done += 1
+            except Exception:
+                failed += 1
+        level = messages.ERROR if failed else messages.SUCCESS
+        self.message_user(
+            request, f"{done} event(s) processed, {failed} failed again.", level
+        )
+
+    def has_reprocess_permission(self, request):
+        # The rows stay read-only; re-running the sync is what "change" grants.
+        return request.user.has_perm("django_clerk_sync.change_webhookevent")
 
     @admin.display(description="Payload")
     def payload(self, obj):

@@ -1,28 +1,10 @@
 """``manage.py clerk_backfill``: copy (or reconcile) every Clerk user into Django."""
 
-from datetime import datetime, timezone
-
 from django.core.management.base import BaseCommand, CommandError
 
 from ...backend_api import MAX_PAGE_SIZE, BackendAPI, BackendAPIError
 from ...backfill import SUMMARY_LINES, BackfillError, ProgressMeter, run_backfill
-
-
-def _milliseconds(value):
-    """Unix milliseconds from ``1654012591514``, ``2024-05-01`` or an ISO time."""
-    text = str(value).strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(
-            f"--since {text!r}: give Unix milliseconds or an ISO 8601 date or time "
-            "(2024-05-01, 2024-05-01T12:00:00Z)"
-        )
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp() * 1000)
+from ..options import milliseconds
 
 
 class Command(BaseCommand):
@@ -68,7 +50,7 @@ class Command(BaseCommand):
             raise CommandError(f"--page-size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
         if options["limit"] is not None and options["limit"] < 1:
             raise CommandError("--limit must be at least 1")
-        since = _milliseconds(options["since"]) if options["since"] else None
+        since = milliseconds(options["since"], "--since") if options["since"] else None
         if options["deactivate_missing"] and (since is not None or options["limit"]):
             raise CommandError(
                 "--deactivate-missing needs a complete listing: leave out --since and "

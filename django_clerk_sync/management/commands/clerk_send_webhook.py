@@ -16,7 +16,6 @@ import json
 import re
 import sys
 import urllib.error
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ...checks import secret_problem
 from ...conf import clerk_settings
 from ...testing import clerk_user, deleted_user, deliver, event, new_svix_id
+from ..options import milliseconds
 
 EVENT_TYPES = ("user.created", "user.updated", "user.deleted")
 USER_OPTIONS = ("email", "phone", "first_name", "last_name", "username", "updated_at")
@@ -206,7 +206,11 @@ class Command(BaseCommand):
             raise CommandError(
                 "user.updated needs --clerk-id user_... (the user to update)"
             )
-        updated_at = self._milliseconds(options["updated_at"])
+        updated_at = (
+            None
+            if options["updated_at"] is None
+            else milliseconds(options["updated_at"], "--updated-at")
+        )
         user = clerk_user(
             clerk_id,
             email=options["email"],
@@ -218,23 +222,6 @@ class Command(BaseCommand):
             created_at=updated_at,
         )
         return event(event_type, user), f"{event_type} for {user['id']}"
-
-    def _milliseconds(self, value):
-        if value is None or isinstance(value, int):  # ints come from call_command
-            return value
-        value = str(value).strip()
-        if value.isascii() and value.isdigit():
-            return int(value)
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise CommandError(
-                f"bad --updated-at {value!r}: give Unix milliseconds (Clerk's unit) or "
-                "an ISO 8601 time such as 2026-01-31T12:00:00Z"
-            )
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return int(when.timestamp() * 1000)
 
     # Delivery
 

@@ -1,0 +1,95 @@
+"""``manage.py clerk_replay_events``: process stored, verified webhook events again."""
+
+from datetime import datetime, timezone
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...events import process_event
+from ...models import WebhookEvent
+from ...sync import PermanentFailure
+from ..options import milliseconds
+
+
+class Command(BaseCommand):
+    help = (
+        "Process stored webhook events again (they were verified when they arrived). "
+        "Idempotent: processed and ignored events are left as they are unless "
+        "--ids names them. Exits non-zero if an event fails again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--failed", action="store_true", help="events whose processing failed"
+        )
+        parser.add_argument(
+            "--received",
+            action="store_true",
+            help="events stored but never processed (a worker died mid-request)",
+        )
+        parser.add_argument(
+            "--ids", nargs="+", metavar="SVIX_ID", help="these events (by svix-id)"
+        )
+        parser.add_argument(
+            "--type", metavar="TYPE", help="only events of this type, e.g. user.updated"
+        )
+        parser.add_argument(
+            "--since",
+            metavar="TIME",
+            help="only events received after TIME (Unix ms or ISO 8601)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="list the events; process nothing"
+        )
+
+    def handle(self, *args, **options):
+        if not (options["failed"] or options["received"] or options["ids"]):
+            raise CommandError("say which events: --failed, --received and/or --ids ...")
+        statuses = []
+        if options["failed"]:
+            statuses.append(WebhookEvent.Status.FAILED)
+        if options["received"]:
+            statuses.append(WebhookEvent.Status.RECEIVED)
+        events = WebhookEvent.objects.order_by("received_at", "pk")
+        if options["ids"]:
+            events = events.filter(svix_id__in=options["ids"])
+            missing = set(options["ids"]) - set(events.values_list("svix_id", flat=True))
+            if missing:
+                raise CommandError(f"no stored event with svix-id {', '.join(sorted(missing))}")
+        else:
+            events = events.filter(status__in=statuses)
+        if options["type"]:
+            events = events.filter(event_type=options["type"])
+        if options["since"]:
+            since = milliseconds(options["since"], "--since") / 1000
+            events = events.filter(
+                received_at__gt=datetime.fromtimestamp(since, tz=timezone.utc)
+            )
+
+        done = failed = 0
+        for event in events.iterator():
+            if options["dry_run"]:
+                self.stdout.write(f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})")
+                done += 1
+                continue
+            if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
+                # Named by --ids: processing is idempotent, so say so and move on.
+                self.stdout.write(f"{event.svix_id}: already {event.status} ({event.outcome})")
+                continue
+            try:
+                event = process_event(event)
+            except PermanentFailure:
+                event.refresh_from_db()
+                failed += 1
+                self.stderr.write(f"{event.svix_id}: failed again: {event.outcome}")
+                continue
+            except Exception as exc:
+                failed += 1
+                self.stderr.write(f"{event.svix_id}: failed again ({type(exc).__name__})")
+                continue
+            done += 1
+            self.stdout.write(f"{event.svix_id}: {event.status} ({event.outcome})")
+        verb = "would be processed" if options["dry_run"] else "processed"
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"{done} event(s) {verb}, {failed} failed again")
+        if failed:
+            raise CommandError(f"{failed} event(s) failed again; see the lines above")

@@ -188,3 +188,206 @@ def check_on_delete(app_configs=None, **kwargs):
             id="django_clerk_sync.E020",
         )
     ]
+
+
+# --- Session tokens (middleware, authentication backend, DRF) -------------------------
+
+MIDDLEWARE_PATH = "django_clerk_sync.middleware.ClerkAuthenticationMiddleware"
+BACKEND_PATH = "django_clerk_sync.backends.ClerkBackend"
+DRF_PATH = "django_clerk_sync.contrib.drf.ClerkAuthentication"
+AUTH_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+KEYS_HINT = (
+    "Set CLERK_PUBLISHABLE_KEY (Clerk dashboard: API keys), and CLERK_SECRET_KEY or "
+    "CLERK_JWT_KEY."
+)
+
+
+def token_auth_in_use():
+    """Is the middleware, the backend or the DRF class configured?"""
+    drf = getattr(settings, "REST_FRAMEWORK", None)
+    drf_classes = (
+        drf.get("DEFAULT_AUTHENTICATION_CLASSES", ()) if isinstance(drf, dict) else ()
+    )
+    return (
+        MIDDLEWARE_PATH in (getattr(settings, "MIDDLEWARE", None) or ())
+        or BACKEND_PATH in (getattr(settings, "AUTHENTICATION_BACKENDS", None) or ())
+        or DRF_PATH in (drf_classes or ())
+    )
+
+
+def _is_origin(value):
+    scheme, sep, rest = value.partition("://")
+    rest = rest.rstrip("/")  # a trailing slash is forgiven (and removed)
+    return bool(sep and rest) and scheme in ("http", "https") and "/" not in rest
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@register(Tags.security)
+def check_session_token_settings(app_configs=None, **kwargs):
+    from .conf import frontend_api_host
+    from .jwks import InvalidKey, load_pem_public_key
+
+    messages = []
+    pem = getattr(settings, "CLERK_JWT_KEY", None)
+    if pem not in (None, ""):
+        try:
+            load_pem_public_key(pem)
+        except InvalidKey as exc:
+            messages.append(
+                Error(
+                    f"CLERK_JWT_KEY {exc}.",
+                    hint="Copy the PEM public key from the Clerk dashboard (API "
+                    "keys -> Show JWT public key), starting -----BEGIN PUBLIC "
+                    "KEY-----; literal \\n line breaks are fine. Or unset it to fetch "
+                    "the keys (JWKS).",
+                    id="django_clerk_sync.E030",
+                )
+            )
+
+    publishable_key = getattr(settings, "CLERK_PUBLISHABLE_KEY", None)
+    if publishable_key not in (None, "") and not frontend_api_host(publishable_key):
+        messages.append(
+            Error(
+                "CLERK_PUBLISHABLE_KEY is not a Clerk publishable key (pk_test_... or "
+                "pk_live_... encoding the Frontend API host).",
+                hint="Copy the Publishable key from the Clerk dashboard (API keys), "
+                "without quotes.",
+                id="django_clerk_sync.E031",
+            )
+        )
+
+    for name, default in (
+        ("CLERK_JWT_LEEWAY", 5),
+        ("CLERK_JWKS_CACHE_TTL", 300),
+        ("CLERK_JWKS_REFETCH_COOLDOWN", 10),
+        ("CLERK_HTTP_TIMEOUT", 5),
+    ):
+        value = getattr(settings, name, default)
+        positive = name in ("CLERK_HTTP_TIMEOUT", "CLERK_JWKS_CACHE_TTL")
+        if not _is_number(value) or value < 0 or (positive and value == 0):
+            messages.append(
+                Error(
+                    f"{name} must be a {'positive' if positive else 'non-negative'} "
+                    f"number of seconds, not {value!r}.",
+                    hint=f"Remove it to use the default ({default}), or set a number.",
+                    id="django_clerk_sync.E034",
+                )
+            )
+    leeway = getattr(settings, "CLERK_JWT_LEEWAY", 5)
+    if _is_number(leeway) and leeway > 30:
+        messages.append(
+            Warning(
+                f"CLERK_JWT_LEEWAY is {leeway} s: Clerk session tokens live 60 s, so "
+                "expired tokens stay accepted that much longer.",
+                hint="A few seconds covers clock skew; Clerk's SDKs use 5.",
+                id="django_clerk_sync.W031",
+            )
+        )
+
+    first_sight = getattr(settings, "CLERK_SYNC_FIRST_SIGHT", "create")
+    if first_sight not in ("create", "fetch", "off"):
+        messages.append(
+            Error(
+                f'CLERK_SYNC_FIRST_SIGHT must be "create", "fetch" or "off", not '
+                f"{first_sight!r}.",
+                hint='"create" makes the Django user from the token, "fetch" fetches '
+                'the Clerk user first, "off" leaves the request anonymous.',
+                id="django_clerk_sync.E035",
+            )
+        )
+    elif first_sight == "fetch" and not getattr(settings, "CLERK_SECRET_KEY", None):
+        messages.append(
+            Error(
+                'CLERK_SYNC_FIRST_SIGHT is "fetch" but CLERK_SECRET_KEY is not set: '
+                "new users cannot be fetched and stay anonymous.",
+                hint="Set CLERK_SECRET_KEY (Clerk dashboard: API keys), or use "
+                '"create".',
+                id="django_clerk_sync.E037",
+            )
+        )
+
+    parties = getattr(settings, "CLERK_AUTHORIZED_PARTIES", None)
+    if isinstance(parties, str):
+        parties = [parties]  # accepted as one origin
+    if parties is not None:
+        if not isinstance(parties, (list, tuple, set, frozenset)) or not all(
+            isinstance(p, str) for p in parties
+        ):
+            messages.append(
+                Error(
+                    "CLERK_AUTHORIZED_PARTIES must be a list of origins (strings).",
+                    hint='For example ["https://app.example.com"].',
+                    id="django_clerk_sync.E036",
+                )
+            )
+        else:
+            messages += [
+                Error(
+                    f"CLERK_AUTHORIZED_PARTIES entry {party!r} is not an origin.",
+                    hint="An origin is a scheme and host (and port), no path: "
+                    '"https://app.example.com", as browsers send it in Origin.',
+                    id="django_clerk_sync.E036",
+                )
+                for party in parties
+                if not _is_origin(party)
+            ]
+
+    if not token_auth_in_use():
+        return messages
+
+    if not clerk_settings.JWT_ISSUER:
+        messages.append(
+            Error(
+                "Clerk session tokens cannot be verified: the issuer is unknown, so "
+                "every token is rejected (not_configured).",
+                hint=KEYS_HINT + " CLERK_JWT_ISSUER may name the issuer instead.",
+                id="django_clerk_sync.E032",
+            )
+        )
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    if MIDDLEWARE_PATH in middleware and AUTH_MIDDLEWARE_PATH in middleware:
+        if middleware.index(AUTH_MIDDLEWARE_PATH) > middleware.index(MIDDLEWARE_PATH):
+            messages.append(
+                Error(
+                    "ClerkAuthenticationMiddleware comes before "
+                    "AuthenticationMiddleware, which then replaces the request.user it "
+                    "set.",
+                    hint=f"Move {MIDDLEWARE_PATH!r} after {AUTH_MIDDLEWARE_PATH!r} in "
+                    "MIDDLEWARE.",
+                    id="django_clerk_sync.E033",
+                )
+            )
+    if not clerk_settings.AUTHORIZED_PARTIES:
+        messages.append(
+            Warning(
+                "CLERK_AUTHORIZED_PARTIES is empty: a session token minted for any "
+                "origin of this Clerk instance is accepted.",
+                hint="List your frontends' origins, e.g. CLERK_AUTHORIZED_PARTIES = "
+                '["https://app.example.com"].',
+                id="django_clerk_sync.W030",
+            )
+        )
+    return messages
+
+
+@register(Tags.security)
+def check_secret_key(app_configs=None, **kwargs):
+    from .backend_api import secret_key_problem
+
+    value = getattr(settings, "CLERK_SECRET_KEY", None)
+    if value in (None, ""):
+        return []  # optional: only the backfill and some key sources need it
+    problem = secret_key_problem(value)
+    if not problem:
+        return []
+    return [
+        Error(
+            f"CLERK_SECRET_KEY {problem}.",
+            hint="Copy the Secret Key (sk_test_... or sk_live_...) from the Clerk "
+            "dashboard -> API keys, without quotes or spaces.",
+            id="django_clerk_sync.E038",
+        )
+    ]

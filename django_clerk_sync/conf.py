@@ -125,8 +125,10 @@ class ClerkSyncSettings:
         fetched. The literal ``\\n`` form that environment files often hold is
         accepted. Default: unset."""
         value = getattr(django_settings, "CLERK_JWT_KEY", None)
-        if not isinstance(value, str) or not value.strip():
+        if value is None or (isinstance(value, str) and not value.strip()):
             return ""
+        if not isinstance(value, str):
+            return value  # unusable: every token is refused, and check E030 says why
         return value.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
 
     @property
@@ -153,7 +155,7 @@ class ClerkSyncSettings:
         """``CLERK_JWT_ISSUER``: the exact ``iss`` tokens must carry (the Frontend API
         URL, ``https://clerk.example.com`` or ``https://<slug>.clerk.accounts.dev``).
         Default: derived from ``CLERK_PUBLISHABLE_KEY``; ``""`` when neither is set,
-        and then every token is rejected (system check E033)."""
+        and then every token is rejected (system check E032)."""
         value = getattr(django_settings, "CLERK_JWT_ISSUER", None)
         if isinstance(value, str) and value.strip():
             return value.strip().rstrip("/")
@@ -192,7 +194,9 @@ class ClerkSyncSettings:
         """``CLERK_JWKS_CACHE_TTL``: seconds fetched signing keys are used before they
         are fetched again. Default 300, as Clerk's SDKs. A failed refresh keeps
         the keys in use."""
-        return _number(getattr(django_settings, "CLERK_JWKS_CACHE_TTL", 300), 300)
+        return _number(
+            getattr(django_settings, "CLERK_JWKS_CACHE_TTL", 300), 300, positive=True
+        )
 
     @property
     def JWKS_REFETCH_COOLDOWN(self):
@@ -219,10 +223,14 @@ class ClerkSyncSettings:
         return getattr(django_settings, "CLERK_SYNC_FIRST_SIGHT", "create")
 
 
-def _number(value, default):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default  # system check E036 names the mistake
-    return float(value)
+def _number(value, default, *, positive=False):
+    usable = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value  # not NaN
+        and (value > 0 if positive else value >= 0)
+    )
+    return float(value) if usable else default  # system check E034 names the mistake
 
 
 def frontend_api_host(publishable_key):

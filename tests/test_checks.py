@@ -305,3 +305,27 @@ def test_valid_deletion_policies_pass(settings, policy):
     settings.CLERK_SYNC_ON_DELETE = policy
 
     assert clerk_messages() == []
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        (
+            "sk_test_abc\u200b",
+            "contains a non-ASCII character (often an invisible one pasted with it)",
+        ),
+        (" sk_live_abc", "contains whitespace or an invisible character"),
+        ("pk_live_abc", "does not start with sk_test_ or sk_live_"),
+    ],
+)
+def test_e038_a_malformed_secret_key(settings, key, problem):
+    settings.CLERK_SECRET_KEY = key
+    errors = [e for e in run_checks() if e.id == "django_clerk_sync.E038"]
+    assert [e.msg for e in errors] == [f"CLERK_SECRET_KEY {problem}."]
+    assert key.strip() not in errors[0].msg + errors[0].hint
+
+
+@pytest.mark.parametrize("key", [None, "", "sk_test_abc", "sk_live_XYZ123"])
+def test_e038_passes_for_a_good_or_absent_key(settings, key):
+    settings.CLERK_SECRET_KEY = key
+    assert not [e for e in run_checks() if e.id == "django_clerk_sync.E038"]

@@ -66,7 +66,8 @@ class Command(BaseCommand):
             )
 
         done = failed = 0
-        for event in events.iterator():
+        # A list, not iterator(): processing commits, which would reset an open cursor.
+        for event in list(events):
             if options["dry_run"]:
                 self.stdout.write(f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})")
                 done += 1

@@ -1,0 +1,269 @@
+"""From a verified session token to a Django user, and Django's authentication backend.
+
+:func:`authenticate_token` (and its async twin) is what the middleware, the
+backend and the DRF class share: verify the token, then find the user behind it.
+
+- A linked user is found by the token's ``sub`` in one indexed query.
+- A tombstoned (deleted) Clerk id, or an inactive Django user, is not let in.
+- A Clerk user seen for the first time (its ``user.created`` webhook has not
+  arrived yet: Clerk's sync is eventually consistent) is created through the one
+  sync path, keyed on ``sub``, so the webhook later updates the same user
+  (``CLERK_SYNC_FIRST_SIGHT`` chooses "create", "fetch" or "off").
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError
+
+from . import jwks
+from .conf import clerk_settings
+from .tokens import Reason, SessionClaims, TokenRejected, get_verifier
+
+logger = logging.getLogger("django_clerk_sync.auth")
+
+FIRST_SIGHT_MODES = ("create", "fetch", "off")
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """What a token came to: a ``user`` and its ``session`` claims, or a ``reason``."""
+
+    user: Optional[Any] = None
+    session: Optional[SessionClaims] = None
+    reason: Optional[str] = None
+
+
+class _NeedsFetch(Exception):
+    """First sight in "fetch" mode: the Clerk user must be fetched (network I/O)."""
+
+
+def _reject(reason, detail, clerk_id=None):
+    logger.debug(
+        "Clerk session token rejected: %s (%s)%s",
+        reason,
+        detail,
+        f" for Clerk user {clerk_id}" if clerk_id else "",
+    )
+    return Authentication(reason=reason)
+
+
+def _first_sight_clerk_user(clerk_id):
+    """A Clerk user object that knows only its id.
+
+    No ``updated_at``: the real ``user.created`` that follows is never taken for
+    stale, whatever its time.
+    """
+    return {
+        "id": clerk_id,
+        "object": "user",
+        "email_addresses": [],
+        "phone_numbers": [],
+        "web3_wallets": [],
+        "external_accounts": [],
+        "primary_email_address_id": None,
+        "primary_phone_number_id": None,
+        "primary_web3_wallet_id": None,
+        "username": None,
+        "first_name": None,
+        "last_name": None,
+        "image_url": "",
+        "has_image": False,
+        "external_id": None,
+        "public_metadata": {},
+        "private_metadata": {},
+        "unsafe_metadata": {},
+        "created_at": None,
+        "updated_at": None,
+        "last_sign_in_at": None,
+    }
+
+
+def _fetch_clerk_user(clerk_id):
+    """The Clerk user from the Backend API; ``None`` if Clerk has none.
+
+    No retries: a request is waiting. Raises ``BackendAPIError``.
+    """
+    from .backend_api import BackendAPI
+
+    return BackendAPI(max_retries=0).get_user(clerk_id)
+
+
+def _linked_user(clerk_id):
+    from .models import ClerkUserLink
+
+    links = list(
+        ClerkUserLink.objects.select_related("user").filter(clerk_id=clerk_id)[:1]
+    )
+    return links[0] if links else None
+
+
+def _user_can_authenticate(user):
+    return getattr(user, "is_active", True) is not False
+
+
+def _resolve(session, *, fetched=None):
+    """The user for verified ``session`` claims: ``(user, None)`` or ``(None, reason)``.
+
+    Database work only, except that "fetch" mode raises :class:`_NeedsFetch` when
+    ``fetched`` (the Clerk user, or ``False`` for "Clerk has none") is not given.
+    """
+    from . import sync
+
+    clerk_id = session.user_id
+    link = _linked_user(clerk_id)
+    if link is not None and link.is_tombstone:
+        return None, Reason.USER_DELETED
+    if link is None or link.user is None:
+        mode = clerk_settings.SYNC_FIRST_SIGHT
+        if mode == "fetch":
+            if fetched is None:
+                raise _NeedsFetch()
+            if fetched is False:
+                return None, Reason.USER_UNKNOWN
+            clerk_user = fetched
+        elif mode == "create":
+            clerk_user = _first_sight_clerk_user(clerk_id)
+        else:
+            return None, Reason.USER_UNKNOWN
+        if not isinstance(clerk_user, dict) or clerk_user.get("id") != clerk_id:
+            return None, Reason.USER_FETCH_FAILED
+        try:
+            result = sync.sync_user(clerk_user, source="middleware")
+        except sync.SignalReceiverError:
+            # The user was committed; a receiver of clerk_user_synced failed.
+            logger.warning(
+                "Clerk user %s: a clerk_user_synced receiver raised", clerk_id
+            )
+            link = _linked_user(clerk_id)
+            user = link.user if link is not None and not link.is_tombstone else None
+        except (sync.SyncConflict, sync.InvalidClerkUser, DatabaseError) as exc:
+            logger.warning(
+                "Clerk user %s could not be created on first sight (%s)",
+                clerk_id,
+                type(exc).__name__,
+            )
+            return None, Reason.USER_SYNC_FAILED
+        else:
+            if result.outcome == sync.TOMBSTONED:
+                return None, Reason.USER_DELETED
+            user = result.user
+        if user is None:
+            return None, Reason.USER_UNKNOWN
+    else:
+        user = link.user
+    if not _user_can_authenticate(user):
+        return None, Reason.USER_INACTIVE
+    return user, None
+
+
+def _fetch_for_first_sight(clerk_id):
+    """``fetched`` for :func:`_resolve`: the Clerk user, ``False``, or a reason."""
+    from .backend_api import BackendAPIError
+
+    try:
+        clerk_user = _fetch_clerk_user(clerk_id)
+    except BackendAPIError as exc:
+        logger.warning(
+            "Clerk user %s could not be fetched on first sight (status %s)",
+            clerk_id,
+            exc.status,
+        )
+        return Reason.USER_FETCH_FAILED
+    return False if clerk_user is None else clerk_user
+
+
+def _outcome(session, user, reason):
+    if reason is not None:
+        return _reject(reason, "the user behind the token", session.user_id)
+    return Authentication(user=user, session=session)
+
+
+def authenticate_token(token, *, verifier=None):
+    """Verify ``token`` and find its user; never raises for anything in the token."""
+    verifier = verifier or get_verifier()
+    try:
+        session = verifier.verify(token)
+    except TokenRejected as rejected:
+        return _reject(rejected.reason, rejected.detail, rejected.clerk_id)
+    try:
+        user, reason = _resolve(session)
+    except _NeedsFetch:
+        fetched = _fetch_for_first_sight(session.user_id)
+        if isinstance(fetched, str):
+            return _reject(fetched, "Backend API", session.user_id)
+        user, reason = _resolve(session, fetched=fetched)
+    return _outcome(session, user, reason)
+
+
+async def aauthenticate_token(token, *, verifier=None):
+    """:func:`authenticate_token` for async code: a fetch of keys or of a user runs in
+    a worker thread, the database in Django's sync thread; the event loop never
+    waits on either."""
+    verifier = verifier or get_verifier()
+    try:
+        try:
+            session = verifier.verify(token, network=False)
+        except jwks.NeedsNetwork:
+            session = await sync_to_async(verifier.verify, thread_sensitive=False)(
+                token
+            )
+    except TokenRejected as rejected:
+        return _reject(rejected.reason, rejected.detail, rejected.clerk_id)
+    resolve = sync_to_async(_resolve)
+    try:
+        user, reason = await resolve(session)
+    except _NeedsFetch:
+        fetched = await sync_to_async(_fetch_for_first_sight, thread_sensitive=False)(
+            session.user_id
+        )
+        if isinstance(fetched, str):
+            return _reject(fetched, "Backend API", session.user_id)
+        user, reason = await resolve(session, fetched=fetched)
+    return _outcome(session, user, reason)
+
+
+def annotate(request, outcome):
+    """Put an :class:`Authentication` on a Django request: ``request.clerk`` (the
+    claims, or ``None``) and ``request.clerk_rejection`` (a reason code, or ``None``).
+    """
+    request.clerk = outcome.session if outcome.user is not None else None
+    request.clerk_rejection = outcome.reason
+
+
+class ClerkBackend(ModelBackend):
+    """``authenticate(request, clerk_token=token)`` returns the token's user, so that
+    ``login()`` can start a Django session from a Clerk sign-in.
+
+    Permissions work as with ``ModelBackend``. A user restored from the session is
+    refused once inactive or deleted in Clerk (tombstoned).
+    """
+
+    def authenticate(self, request, clerk_token=None, **kwargs):
+        if clerk_token is None:
+            return None
+        outcome = authenticate_token(clerk_token)
+        if request is not None:
+            annotate(request, outcome)
+        return outcome.user
+
+    def get_user(self, user_id):
+        from django.contrib.auth import get_user_model
+
+        user_model = get_user_model()
+        try:
+            user = user_model._default_manager.select_related("clerk_link").get(
+                pk=user_id
+            )
+        except (user_model.DoesNotExist, ValueError, TypeError):
+            return None
+        try:
+            if user.clerk_link.is_tombstone:
+                return None
+        except ObjectDoesNotExist:
+            pass  # a local user outside Clerk
+        return user if self.user_can_authenticate(user) else None

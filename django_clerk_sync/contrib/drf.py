@@ -1,0 +1,88 @@
+"""Clerk session tokens for Django REST Framework.
+
+Install the extra: ``pip install django-clerk-sync[drf]``.
+
+::
+
+    REST_FRAMEWORK = {
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "django_clerk_sync.contrib.drf.ClerkAuthentication",
+        ],
+    }
+
+``request.user`` is the token's Django user and ``request.auth`` its
+:class:`~django_clerk_sync.tokens.SessionClaims`. A request without a token is not
+authenticated by this class (the next class, or anonymous). A refused token is
+answered 401 with ``WWW-Authenticate: Bearer error="invalid_token",
+error_description="<reason>"`` and the body ``{"detail": ..., "code": "<reason>"}``.
+
+When ``ClerkAuthenticationMiddleware`` already ran, its result is reused: the token
+is not verified twice.
+"""
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+
+from ..backends import annotate, authenticate_token
+from ..tokens import token_from_request
+
+__all__ = ["ClerkAuthentication"]
+
+MESSAGES = {
+    "not_configured": "Clerk session tokens are not configured on this server.",
+    "malformed": "The token is not a well-formed JWT.",
+    "unsupported_algorithm": "The token is not signed with RS256.",
+    "not_a_session_token": "The token is not a Clerk session token.",
+    "unknown_key": "The token is signed with an unknown key.",
+    "keys_unavailable": "Clerk's signing keys are unavailable; try again.",
+    "bad_signature": "The token's signature is invalid.",
+    "missing_claim": "The token lacks a required claim.",
+    "invalid_claim": "The token has an invalid claim.",
+    "wrong_issuer": "The token was issued by another Clerk instance.",
+    "expired": "The token has expired.",
+    "not_yet_valid": "The token is not valid yet.",
+    "issued_in_future": "The token is issued in the future.",
+    "wrong_party": "The token was minted for another origin.",
+    "missing_party": "The token names no authorized party.",
+    "pending_session": "The session is pending.",
+    "user_deleted": "The user has been deleted.",
+    "user_inactive": "The user is inactive.",
+    "user_unknown": "The user is unknown.",
+    "user_fetch_failed": "The user could not be fetched from Clerk; try again.",
+    "user_sync_failed": "The user could not be created; try again.",
+}
+
+
+class ClerkAuthentication(BaseAuthentication):
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request):
+        django_request = request._request
+        if hasattr(django_request, "clerk_rejection"):  # the middleware ran
+            if django_request.clerk is not None:
+                return django_request.user, django_request.clerk
+            if django_request.clerk_rejection is None:
+                return None  # no token
+            self.fail(django_request, django_request.clerk_rejection)
+        token, _ = token_from_request(django_request)
+        if token is None:
+            return None
+        outcome = authenticate_token(token)
+        annotate(django_request, outcome)
+        if outcome.user is None:
+            self.fail(django_request, outcome.reason)
+        return outcome.user, outcome.session
+
+    def fail(self, django_request, reason):
+        django_request._clerk_drf_reason = reason
+        raise exceptions.AuthenticationFailed(
+            {"detail": MESSAGES.get(reason, "Invalid token."), "code": reason},
+            code=reason,
+        )
+
+    def authenticate_header(self, request):
+        header = f'Bearer realm="{self.www_authenticate_realm}"'
+        reason = getattr(request._request, "_clerk_drf_reason", None)
+        if reason:
+            header += f', error="invalid_token", error_description="{reason}"'
+        return header

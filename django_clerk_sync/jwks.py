@@ -1,0 +1,379 @@
+"""Where the keys that sign Clerk session tokens come from, and how they are cached.
+
+Two sources:
+
+- :class:`StaticKey`: the PEM "JWKS Public Key" of ``CLERK_JWT_KEY``. Networkless.
+- :class:`RemoteKeys`: a JWKS fetched over HTTP (the Backend API's ``/v1/jwks``
+  with the secret key, or the Frontend API's public ``/.well-known/jwks.json``).
+
+``RemoteKeys`` is built to beat the official SDKs' weak spots:
+
+- one instance per configured Clerk instance, so keys never leak between two;
+- keys are used for ``ttl`` seconds, then fetched again; a failed fetch keeps the
+  last good keys (stale-if-error);
+- at most one fetch per ``cooldown`` seconds whatever tokens arrive: an unknown
+  ``kid`` or a failing signature cannot make us hammer Clerk, and a ``kid`` that a
+  fresh fetch did not have is remembered (negative cache);
+- a short timeout, no redirects (the secret key never follows one), a size cap;
+- optionally a Django cache shared by every process, which is skipped if it errors.
+
+Nothing here blocks on the network unless asked to: a lookup that would need a
+fetch raises :class:`NeedsNetwork` when called with ``network=False``, so the async
+middleware can do the fetch in a worker thread instead of on the event loop.
+"""
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
+
+logger = logging.getLogger("django_clerk_sync.jwks")
+
+MIN_RSA_KEY_SIZE = 2048
+MAX_JWKS_BYTES = 1024 * 1024
+# How long a kid that a fresh fetch did not have is answered "unknown" without
+# considering another fetch.
+UNKNOWN_KID_TTL = 300.0
+MAX_UNKNOWN_KIDS = 1024
+
+
+class NeedsNetwork(Exception):
+    """The answer needs a fetch, and the caller asked for none (``network=False``)."""
+
+
+class KeyNotFound(Exception):
+    """No key for this ``kid``: unknown, or no keys could be had at all."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason  # "unknown_key" or "keys_unavailable"
+
+
+class InvalidKey(ValueError):
+    """Text or a JWK that is not a usable RSA public key; the message says why."""
+
+
+def load_pem_public_key(text):
+    """An RSA public key from PEM text, as ``CLERK_JWT_KEY`` holds it.
+
+    Accepts the literal ``\\n`` form pasted into environment files. Raises
+    :class:`InvalidKey` with a reason fit for a system check (never the text).
+    """
+    if not isinstance(text, str):
+        raise InvalidKey(f"is not a string ({type(text).__name__})")
+    if not text.strip():
+        raise InvalidKey("is empty")
+    text = text.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
+    if "PRIVATE KEY" in text:
+        raise InvalidKey(
+            "is a private key: paste the PEM public key, never the private one"
+        )
+    if "BEGIN CERTIFICATE" in text:
+        raise InvalidKey("is a certificate, not a public key")
+    try:
+        key = serialization.load_pem_public_key(text.encode("utf-8"))
+    except (ValueError, TypeError, UnicodeError):
+        # cryptography's texts vary by version; ours say what to do.
+        raise InvalidKey("is not a PEM public key (-----BEGIN PUBLIC KEY----- ...)")
+    except Exception as exc:  # e.g. an unsupported key type in some versions
+        raise InvalidKey(f"cannot be loaded ({type(exc).__name__})")
+    return check_rsa_key(key)
+
+
+def check_rsa_key(key):
+    if not isinstance(key, RSAPublicKey):
+        raise InvalidKey(
+            f"is not an RSA public key ({type(key).__name__.lstrip('_')}); Clerk signs "
+            "session tokens with RS256"
+        )
+    if key.key_size < MIN_RSA_KEY_SIZE:
+        raise InvalidKey(f"is a {key.key_size}-bit RSA key; at least 2048 bits needed")
+    return key
+
+
+def _b64url_int(value):
+    if not isinstance(value, str) or not value:
+        raise InvalidKey("n or e missing")
+    data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    return int.from_bytes(data, "big")
+
+
+def key_from_jwk(jwk):
+    """An RSA public key from one JWK dict; raises :class:`InvalidKey`."""
+    if not isinstance(jwk, dict):
+        raise InvalidKey("not an object")
+    if jwk.get("kty") != "RSA":
+        raise InvalidKey("kty is not RSA")
+    if jwk.get("use") not in (None, "sig") or jwk.get("alg") not in (None, "RS256"):
+        raise InvalidKey("not an RS256 signing key")
+    try:
+        numbers = RSAPublicNumbers(_b64url_int(jwk.get("e")), _b64url_int(jwk.get("n")))
+        key = numbers.public_key()
+    except (ValueError, TypeError) as exc:
+        raise InvalidKey(f"unusable numbers ({type(exc).__name__})")
+    return check_rsa_key(key)
+
+
+def same_key(a, b):
+    return a is b or (
+        a is not None and b is not None and a.public_numbers() == b.public_numbers()
+    )
+
+
+class StaticKey:
+    """One key for every token (``CLERK_JWT_KEY``): nothing to fetch or refresh."""
+
+    description = "CLERK_JWT_KEY"
+
+    def __init__(self, key):
+        self.key = key
+
+    def key_for(self, kid, *, network=True):
+        return self.key
+
+    def current(self, kid):
+        return self.key
+
+    def key_after_bad_signature(self, kid, failed_key, *, network=True):
+        return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect would carry the Authorization header (the secret key) elsewhere.
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class RemoteKeys:
+    """A JWKS fetched from ``url``, cached in this object (and optionally in a Django
+    cache shared by all processes).
+
+    ``headers`` go with every fetch (``Authorization`` for the Backend API).
+    ``clock`` returns Unix seconds; tests may replace it.
+    """
+
+    def __init__(
+        self,
+        url,
+        *,
+        headers=None,
+        timeout=5.0,
+        ttl=300.0,
+        cooldown=10.0,
+        shared_cache=None,
+        clock=time.time,
+    ):
+        self.url = url
+        self.description = url
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.ttl = ttl
+        self.cooldown = cooldown
+        self.shared_cache = shared_cache  # a Django cache alias, or None
+        self.clock = clock
+        self._keys = None  # {kid: key} from the last good fetch; None before one
+        self._fetched_at = None  # when those keys were fetched (Unix seconds)
+        self._last_attempt = None  # the last fetch attempt, good or not
+        self._generation = 0  # bumped by every attempt: lets waiters skip a fetch
+        self._unknown = {}  # kid -> until when it is known to be unknown
+        self._lock = threading.Lock()
+        identity = f"{url}\0{self.headers.get('Authorization', '')}"
+        self._shared_key = (
+            "django_clerk_sync:jwks:"
+            + hashlib.sha256(identity.encode()).hexdigest()[:32]
+        )
+
+    # -- lookups
+
+    def current(self, kid):
+        """The key now held for ``kid``, or ``None``; never fetches."""
+        keys = self._keys
+        return keys.get(kid) if keys is not None else None
+
+    def _may_fetch(self, now):
+        last = self._last_attempt
+        return last is None or now - last >= self.cooldown or now < last
+
+    def key_for(self, kid, *, network=True):
+        """The key for ``kid``, fetching when the keys are missing, expired or lack
+        ``kid`` (within the cooldown). Raises :class:`KeyNotFound` or, with
+        ``network=False`` when a fetch is due, :class:`NeedsNetwork`."""
+        now = self.clock()
+        keys = self._keys
+        if keys is not None:
+            key = keys.get(kid)
+            fresh = now - self._fetched_at < self.ttl
+            if key is not None and (fresh or not self._may_fetch(now)):
+                return key  # stale keys are served while a refresh is not allowed
+            if key is None:
+                until = self._unknown.get(kid)
+                if (until is not None and now < until) or not self._may_fetch(now):
+                    raise KeyNotFound("unknown_key")
+        elif not self._may_fetch(now):
+            raise KeyNotFound("keys_unavailable")
+        if not network:
+            raise NeedsNetwork()
+        self._refresh(now)
+        keys = self._keys
+        if keys is None:
+            raise KeyNotFound("keys_unavailable")
+        key = keys.get(kid)
+        if key is None:
+            self._remember_unknown(kid, now)
+            raise KeyNotFound("unknown_key")
+        return key
+
+    def key_after_bad_signature(self, kid, failed_key, *, network=True):
+        """A different key for ``kid`` after a fetch (Clerk's ``kid`` is the instance
+        id, so a rotated key can keep it), or ``None``. One fetch per cooldown."""
+        now = self.clock()
+        held = self.current(kid)
+        if held is not None and not same_key(held, failed_key):
+            return held  # another request already fetched the new key
+        if not self._may_fetch(now):
+            return None
+        if not network:
+            raise NeedsNetwork()
+        self._refresh(now)
+        key = self.current(kid)
+        return key if key is not None and not same_key(key, failed_key) else None
+
+    def _remember_unknown(self, kid, now):
+        if len(self._unknown) >= MAX_UNKNOWN_KIDS:
+            self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+            if len(self._unknown) >= MAX_UNKNOWN_KIDS:
+                return  # the cooldown alone still bounds the fetches
+        self._unknown[kid] = now + UNKNOWN_KID_TTL
+
+    # -- fetching
+
+    def _refresh(self, now):
+        generation = self._generation
+        with self._lock:
+            if self._generation != generation:
+                return  # another thread fetched while this one waited
+            try:
+                if not self._adopt_shared():
+                    self._fetch()
+            finally:
+                self._last_attempt = self.clock()
+                self._generation += 1
+
+    def _install(self, keys, fetched_at):
+        # Keep the key objects that did not change, so tokens verified with them
+        # stay cached across a refresh.
+        old = self._keys or {}
+        merged = {
+            kid: old[kid] if same_key(old.get(kid), key) else key
+            for kid, key in keys.items()
+        }
+        self._keys = merged
+        self._fetched_at = fetched_at
+        self._unknown = {k: t for k, t in self._unknown.items() if k not in merged}
+
+    def _fetch(self):
+        request = urllib.request.Request(
+            self.url,
+            headers={
+                "Accept": "application/json",
+                "User-Agent": "django-clerk-sync",
+                **self.headers,
+            },
+        )
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=self.timeout) as response:
+                body = response.read(MAX_JWKS_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            error.close()
+            hint = " (check CLERK_SECRET_KEY)" if error.code in (401, 403) else ""
+            return self._failed(f"HTTP {error.code}{hint}")
+        except Exception as exc:  # URLError, timeouts, resets, bad status lines
+            reason = getattr(exc, "reason", exc)
+            return self._failed(type(reason).__name__)
+        if len(body) > MAX_JWKS_BYTES:
+            return self._failed("answer larger than 1 MiB")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return self._failed("answer is not JSON")
+        keys = self._parse(document)
+        if not keys:
+            return self._failed("no usable RS256 key in the answer")
+        self._install(keys, self.clock())
+        logger.info("Fetched %d signing key(s) from %s", len(keys), self.url)
+        self._store_shared(document)
+
+    def _failed(self, reason):
+        held = "keeping the keys fetched before" if self._keys else "no keys yet"
+        logger.warning(
+            "Fetching Clerk's JWKS from %s failed: %s; %s", self.url, reason, held
+        )
+
+    @staticmethod
+    def _parse(document):
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            return {}
+        keys = {}
+        for entry in entries:
+            try:
+                key = key_from_jwk(entry)
+            except InvalidKey:
+                continue  # another algorithm, or malformed: skip it, keep the rest
+            kid = entry.get("kid")
+            keys[kid if isinstance(kid, str) else None] = key
+        return keys
+
+    # -- the optional cache shared by all processes
+
+    def _shared(self):
+        if not self.shared_cache:
+            return None
+        from django.core.cache import caches
+
+        return caches[self.shared_cache]
+
+    def _adopt_shared(self):
+        """Use the shared cache's keys if another process fetched them more recently
+        than this one did, within the TTL. Returns whether it did."""
+        try:
+            cache = self._shared()
+            entry = cache.get(self._shared_key) if cache is not None else None
+        except Exception as exc:  # a cache that errors must never fail a request
+            logger.warning(
+                "JWKS shared cache unusable (%s); fetching", type(exc).__name__
+            )
+            return False
+        if not isinstance(entry, dict):
+            return False
+        fetched_at = entry.get("fetched_at")
+        now = self.clock()
+        if not isinstance(fetched_at, (int, float)) or not now - fetched_at < self.ttl:
+            return False
+        if self._fetched_at is not None and fetched_at <= self._fetched_at:
+            return False  # the same keys this process already has: fetch anew
+        keys = self._parse(entry.get("jwks"))
+        if not keys:
+            return False
+        self._install(keys, fetched_at)
+        return True
+
+    def _store_shared(self, document):
+        try:
+            cache = self._shared()
+            if cache is not None:
+                cache.set(
+                    self._shared_key,
+                    {"jwks": document, "fetched_at": self._fetched_at},
+                    timeout=max(1, int(self.ttl)),
+                )
+        except Exception as exc:
+            logger.warning("JWKS shared cache unusable (%s)", type(exc).__name__)

@@ -5,6 +5,7 @@ Ids are stable; docs/settings.md lists them.
 
 import base64
 import binascii
+import math
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -222,7 +223,11 @@ def _is_origin(value):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 @register(Tags.security)
@@ -308,6 +313,19 @@ def check_session_token_settings(app_configs=None, **kwargs):
                 id="django_clerk_sync.E037",
             )
         )
+
+    for name in ("CLERK_ACCEPT_TOKENS_WITHOUT_AZP", "CLERK_ALLOW_PENDING_SESSIONS"):
+        value = getattr(settings, name, None)
+        if value is not None and not isinstance(value, bool):
+            messages.append(
+                Error(
+                    f"{name} must be True or False, not {value!r}; until it is, it "
+                    "counts as False.",
+                    hint="Environment variables are strings: convert, e.g. "
+                    f'os.environ.get("{name}") == "true".',
+                    id="django_clerk_sync.E039",
+                )
+            )
 
     parties = getattr(settings, "CLERK_AUTHORIZED_PARTIES", None)
     if isinstance(parties, str):

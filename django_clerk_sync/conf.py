@@ -7,6 +7,8 @@ settings changed at run time take effect at once.
 import base64
 import binascii
 
+import math
+
 from django.conf import settings as django_settings
 
 #: The default ``CLERK_SYNC_FIELD_MAP``, trimmed to the fields the user model has.
@@ -90,7 +92,7 @@ class ClerkSyncSettings:
     def HTTP_TIMEOUT(self):
         """``CLERK_HTTP_TIMEOUT``: seconds to wait for Clerk's servers on one request.
         Default 5."""
-        return float(getattr(django_settings, "CLERK_HTTP_TIMEOUT", 5))
+        return _number(getattr(django_settings, "CLERK_HTTP_TIMEOUT", 5), 5, positive=True)
 
     @property
     def API_RATE_LIMIT(self):
@@ -139,6 +141,10 @@ class ClerkSyncSettings:
         value = getattr(django_settings, "CLERK_AUTHORIZED_PARTIES", None) or ()
         if isinstance(value, str):
             value = [value]
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            # Unusable (check E036 says why): fail closed with an allow-list no
+            # token's azp can match, never open with an empty one.
+            return [INVALID_SETTING]
         return [p.rstrip("/") for p in value if isinstance(p, str) and p]
 
     @property
@@ -148,7 +154,7 @@ class ClerkSyncSettings:
         header: on top-level navigations (the handshake that refreshes the
         ``__session`` cookie) and by the Backend API. Default ``True``; set ``False``
         to accept only tokens that name an authorized party."""
-        return bool(getattr(django_settings, "CLERK_ACCEPT_TOKENS_WITHOUT_AZP", True))
+        return _flag(getattr(django_settings, "CLERK_ACCEPT_TOKENS_WITHOUT_AZP", True))
 
     @property
     def JWT_ISSUER(self):
@@ -187,7 +193,7 @@ class ClerkSyncSettings:
         """``CLERK_ALLOW_PENDING_SESSIONS``: accept tokens of sessions whose ``sts``
         is ``"pending"`` (signed in, but a required step such as choosing an
         organization is not done). Default ``False``: they are rejected."""
-        return bool(getattr(django_settings, "CLERK_ALLOW_PENDING_SESSIONS", False))
+        return _flag(getattr(django_settings, "CLERK_ALLOW_PENDING_SESSIONS", False))
 
     @property
     def JWKS_CACHE_TTL(self):
@@ -223,11 +229,20 @@ class ClerkSyncSettings:
         return getattr(django_settings, "CLERK_SYNC_FIRST_SIGHT", "create")
 
 
+INVALID_SETTING = "invalid:setting"
+
+
+def _flag(value):
+    """A security switch: only ``True`` itself turns it on. ``"False"`` from an
+    environment variable would be truthy; check E039 names the mistake."""
+    return value is True
+
+
 def _number(value, default, *, positive=False):
     usable = (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and value == value  # not NaN
+        and math.isfinite(value)
         and (value > 0 if positive else value >= 0)
     )
     return float(value) if usable else default  # system check E034 names the mistake

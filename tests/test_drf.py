@@ -109,3 +109,72 @@ def test_with_the_middleware_the_token_is_checked_once(
 
     response = get(sim.mint_session_token(CLERK_ID, azp="https://evil.example.com"))
     assert (response.status_code, response.json()["code"]) == (401, "wrong_party")
+
+
+def test_a_cookie_token_on_an_unsafe_method_needs_a_csrf_token(sim, api_env, linked):
+    """The browser sends __session by itself, also on another site's forged form:
+    like DRF's SessionAuthentication, a cookie token is CSRF-checked."""
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["__session"] = sim.mint_session_token(CLERK_ID)
+
+    forged = client.post(URL, HTTP_ORIGIN="https://evil.example")
+    assert forged.status_code == 403
+    assert "CSRF" in forged.json()["detail"]
+
+    page = client.get(URL)  # a safe method: no check
+    assert page.status_code == 200
+    client.cookies["csrftoken"] = "a" * 32
+    genuine = client.post(URL, HTTP_X_CSRFTOKEN="a" * 32)
+    assert genuine.status_code == 200
+
+
+def test_a_bearer_token_needs_no_csrf_token(sim, api_env, linked):
+    client = Client(enforce_csrf_checks=True)
+    token = sim.mint_session_token(CLERK_ID)
+    response = client.post(
+        URL, HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ORIGIN="https://app.example"
+    )
+    assert response.status_code == 200
+
+
+def test_with_the_middleware_a_cookie_token_is_csrf_checked_too(
+    sim, clerk_env, linked
+):
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["__session"] = sim.mint_session_token(CLERK_ID)
+    assert client.post(URL).status_code == 403
+
+
+@pytest.mark.parametrize("with_middleware", [False, True])
+def test_a_stale_session_cookie_falls_through_to_a_session_login(
+    sim, clerk_env, linked, with_middleware
+):
+    """ClerkAuthentication listed first, SessionAuthentication next: an expired
+    __session cookie does not shut out the Django session login beside it."""
+    from django.contrib.auth import get_user_model
+    from django.test import override_settings
+    from rest_framework.authentication import SessionAuthentication
+
+    from django_clerk_sync.contrib.drf import ClerkAuthentication
+
+    if not with_middleware:
+        clerk_env.MIDDLEWARE = [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ]
+    staff = get_user_model().objects.create_user("staff", password="x")
+    client = Client()
+    client.force_login(staff)
+    now = int(time.time())
+    client.cookies["__session"] = sim.mint_session_token(
+        CLERK_ID, iat=now - 90, exp=now - 30
+    )
+    from tests.token_urls import DRFWhoAmI
+
+    DRFWhoAmI.authentication_classes = [ClerkAuthentication, SessionAuthentication]
+    try:
+        response = client.get(URL)
+    finally:
+        DRFWhoAmI.authentication_classes = [ClerkAuthentication]
+    assert response.status_code == 200, response.content
+    assert response.json()["user"] == "staff"

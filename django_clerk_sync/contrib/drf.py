@@ -12,16 +12,19 @@ Install the extra: ``pip install django-clerk-sync[drf]``.
 
 ``request.user`` is the token's Django user and ``request.auth`` its
 :class:`~django_clerk_sync.tokens.SessionClaims`. A request without a token is not
-authenticated by this class (the next class, or anonymous). A refused token is
+authenticated by this class (the next class, or anonymous), and neither is one whose
+``__session`` cookie is refused (often just stale). A refused Bearer token is
 answered 401 with ``WWW-Authenticate: Bearer error="invalid_token",
 error_description="<reason>"`` and the body ``{"detail": ..., "code": "<reason>"}``.
 
 When ``ClerkAuthenticationMiddleware`` already ran, its result is reused: the token
-is not verified twice.
+is not verified twice. A token from the ``__session`` cookie is subject to Django's
+CSRF check on unsafe methods (403 without a valid CSRF token), as DRF's
+``SessionAuthentication`` is; a Bearer header token is not.
 """
 
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
 from ..backends import annotate, authenticate_token
 from ..tokens import token_from_request
@@ -58,20 +61,38 @@ class ClerkAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         django_request = request._request
+        token, where = token_from_request(django_request)
         if hasattr(django_request, "clerk_rejection"):  # the middleware ran
             if django_request.clerk is not None:
+                self.enforce_csrf_for_cookies(request, where)
                 return django_request.user, django_request.clerk
             if django_request.clerk_rejection is None:
                 return None  # no token
-            self.fail(django_request, django_request.clerk_rejection)
-        token, _ = token_from_request(django_request)
+            return self.refuse(django_request, django_request.clerk_rejection, where)
         if token is None:
             return None
         outcome = authenticate_token(token)
         annotate(django_request, outcome)
         if outcome.user is None:
-            self.fail(django_request, outcome.reason)
+            return self.refuse(django_request, outcome.reason, where)
+        self.enforce_csrf_for_cookies(request, where)
         return outcome.user, outcome.session
+
+    def enforce_csrf_for_cookies(self, request, where):
+        """A token the browser sends by itself (the ``__session`` cookie) is as
+        forgeable by another site as a session cookie: DRF marks its views
+        csrf_exempt, so check CSRF here, as DRF's SessionAuthentication does. A
+        Bearer header cannot be sent by another site and needs no check."""
+        if where == "cookie":
+            SessionAuthentication().enforce_csrf(request)
+
+    def refuse(self, django_request, reason, where):
+        if where == "cookie":
+            # A stale __session cookie (the browser refreshes it every ~50 s) must
+            # not shut out the next class, e.g. a Django session login.
+            django_request._clerk_drf_reason = reason
+            return None
+        self.fail(django_request, reason)
 
     def fail(self, django_request, reason):
         django_request._clerk_drf_reason = reason

@@ -8,7 +8,9 @@ SDK does not retry those, so this client paces itself below the limit, honours
 
 import http.client
 import json
+import math
 import logging
+import sys
 import threading
 import time
 import urllib.error
@@ -24,6 +26,37 @@ SECRET_KEY_PREFIXES = ("sk_test_", "sk_live_")
 MAX_PAGE_SIZE = 500  # Clerk's maximum for GET /v1/users
 RETRY_BACKOFF_BASE = 0.5  # seconds before the first retry of a 5xx or timeout
 RETRY_BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 60.0  # a longer Retry-After is waited this long, then tried again
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # Following a redirect would send the secret key to wherever it points.
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def _parse_int(digits):
+    # Over 4,300 digits Python refuses to make an int: keep such a value (in a
+    # user's metadata) as text rather than fail the whole page.
+    return int(digits) if len(digits) <= 4000 else digits
+
+
+def _parse_json(raw):
+    """JSON with Clerk's user-written metadata in it: deep nesting and huge numbers
+    (both possible in ``unsafe_metadata``) must not make a page unreadable."""
+    limit = sys.getrecursionlimit()
+    try:
+        return json.loads(raw, parse_int=_parse_int)
+    except RecursionError:
+        # Clerk caps metadata at 8 KB, so a few thousand levels at most.
+        sys.setrecursionlimit(max(limit, 20_000))
+        try:
+            return json.loads(raw, parse_int=_parse_int)
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 class BackendAPIError(Exception):
@@ -88,6 +121,12 @@ class BackendAPI:
         clock=time.monotonic,
     ):
         self.api_url = (api_url or clerk_settings.API_URL).rstrip("/")
+        parts = urllib.parse.urlsplit(self.api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BackendAPIError(
+                f"CLERK_API_URL {self.api_url!r} is not an http(s) URL with a host "
+                "(default https://api.clerk.com)"
+            )
         self.secret_key = secret_key if secret_key is not None else clerk_settings.SECRET_KEY
         problem = secret_key_problem(self.secret_key)
         if problem:
@@ -151,21 +190,31 @@ class BackendAPI:
             self.pacer.wait()
             self.requests_sent += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
+                with _opener.open(request, timeout=self.timeout) as response:
+                    return _parse_json(response.read())
             except urllib.error.HTTPError as error:
                 status = error.code
                 retry_after = _retry_after(error.headers.get("Retry-After"))
                 error.close()
                 if status == 429:
-                    wait = retry_after if retry_after is not None else 1.0
+                    wait = min(retry_after if retry_after is not None else 1.0, RETRY_AFTER_CAP)
+                elif 300 <= status < 400:
+                    raise BackendAPIError(
+                        f"GET {path} answered a redirect ({status}); set CLERK_API_URL "
+                        "to the final address (redirects are not followed: they would "
+                        "carry the secret key elsewhere)",
+                        status=status,
+                    )
                 elif status >= 500:
                     wait = min(RETRY_BACKOFF_BASE * 2 ** (attempt - 1), RETRY_BACKOFF_CAP)
                 else:
+                    hint = {
+                        401: " (check CLERK_SECRET_KEY)",
+                        403: " (check CLERK_SECRET_KEY)",
+                        404: " (check CLERK_API_URL: the base, without /v1)",
+                    }.get(status, "")
                     raise BackendAPIError(
-                        f"GET {path} answered {status}"
-                        + (" (check CLERK_SECRET_KEY)" if status in (401, 403) else ""),
-                        status=status,
+                        f"GET {path} answered {status}{hint}", status=status
                     )
                 reason = f"HTTP {status}"
             except (
@@ -193,6 +242,7 @@ class BackendAPI:
 
 def _retry_after(value):
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except (TypeError, ValueError):
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else RETRY_AFTER_CAP

@@ -10,9 +10,11 @@ Pages are read in ``+created_at`` order with a ``created_at_after`` cursor rathe
 than ``offset``: offsets shift when users are deleted during the run (a user
 would be skipped), and Clerk's default order, newest first, shifts whenever
 someone signs up. The cursor is the last ``created_at`` seen, re-read inclusively
-(``created_at_after = cursor - 1``, ``offset`` = the users of that millisecond
-already applied), so users sharing a millisecond across a page boundary are
-neither skipped nor read twice.
+(``created_at_after = cursor - 1``) with the users of that millisecond already
+applied dropped, so users sharing a millisecond across a page boundary are not
+skipped, and a user deleted meanwhile cannot shift the next page. Only when a whole
+page holds nothing new (more users in one millisecond than a page) does it step on
+with ``offset``.
 """
 
 import time
@@ -22,6 +24,10 @@ from dataclasses import dataclass, field
 from . import sync
 from .backend_api import BackendAPIError
 from .models import ClerkUserLink
+
+#: --deactivate-missing refuses when more linked users than this (or than the
+#: fraction allowed, if larger) are missing: a sign of the wrong instance's key.
+MASS_DEACTIVATION_FLOOR = 10
 
 SUMMARY_LINES = (
     (sync.CREATED, "created"),
@@ -72,6 +78,7 @@ def run_backfill(
     limit=None,
     dry_run=False,
     deactivate_missing=False,
+    max_missing_fraction=0.1,
     on_page=None,
 ):
     """List Clerk's users through ``api`` (a :class:`BackendAPI`) and sync them.
@@ -79,7 +86,8 @@ def run_backfill(
     ``since``: only users created after this Unix-ms time. ``limit``: stop after
     that many users. ``deactivate_missing``: after a complete, error-free listing,
     apply the deletion policy to linked users Clerk no longer has (refused with
-    ``since`` or ``limit``, which never list everyone). ``on_page(report)`` is
+    ``since`` or ``limit``, which never list everyone, and when more than
+    ``max_missing_fraction`` of the linked users, and over 10, would go). ``on_page(report)`` is
     called after each page. Raises :class:`BackfillError` if the listing fails.
     """
     if deactivate_missing and (since is not None or limit is not None):
@@ -89,14 +97,16 @@ def run_backfill(
     filters = {"created_at_after": since} if since is not None else {}
     try:
         report.expected = api.count_users(**filters)
-        cursor, boundary_ids, last_params = since, set(), None
+        cursor, boundary_ids, last_params, skip = since, set(), None, 0
         while True:
             params = {}
             if cursor is not None:
-                # Re-read the cursor's millisecond, skipping the users already
-                # applied from it: ties at a page boundary are neither lost nor
-                # read twice.
-                params = {"created_at_after": cursor - 1, "offset": len(boundary_ids)}
+                # Re-read the cursor's millisecond and drop the users already
+                # applied from it: ties at a page boundary are not lost, and a user
+                # deleted meanwhile cannot shift the next page (an offset could).
+                params = {"created_at_after": cursor - 1}
+            if skip:
+                params["offset"] = skip
             page = api.list_users(limit=page_size, order_by="+created_at", **params)
             report.pages += 1
             fresh = [
@@ -112,11 +122,17 @@ def run_backfill(
                 fresh = [u for u in fresh if (_created_at(u) or 0) > since]
             if limit is not None:
                 fresh = fresh[: max(0, limit - report.seen)]
-            if page and not fresh and len(page) == page_size:
-                raise BackendAPIError(
-                    f"a full page held no new users at created_at {cursor} (Clerk's "
-                    "order of users created in the same millisecond changed)"
-                )
+            if len(page) == page_size and not fresh:
+                # A whole page of users already applied (more users share one
+                # millisecond than a page holds): step over them.
+                skip += page_size
+                if skip > 100 * page_size:
+                    raise BackendAPIError(
+                        f"more than {skip:,} users share created_at {cursor}; the "
+                        "listing cannot advance"
+                    )
+                continue
+            skip = 0
             if len(page) == page_size and params == last_params:
                 # The cursor did not move (users without a created_at): the same
                 # page would come back for ever.
@@ -148,21 +164,41 @@ def run_backfill(
     except BackendAPIError as exc:
         report.requests = api.requests_sent
         raise BackfillError(str(exc), report) from exc
+    except KeyboardInterrupt:
+        report.requests = api.requests_sent
+        raise BackfillError("interrupted", report)
 
     if deactivate_missing and report.complete and not report.failed:
-        live = ClerkUserLink.objects.filter(deleted_at__isnull=True).values_list(
-            "clerk_id", flat=True
+        live = list(
+            ClerkUserLink.objects.filter(deleted_at__isnull=True).values_list(
+                "clerk_id", flat=True
+            )
         )
-        report.missing = sorted(set(live.iterator()) - seen_ids)
-        # A user may be missing only because the listing raced a sign-up that the
-        # webhook delivered first; ask Clerk once more before deleting.
-        for clerk_id in report.missing:
-            if dry_run:
-                report.deactivated += 1
-            elif api.get_user(clerk_id) is None:
-                if sync.delete_user(clerk_id, source="backfill").changed:
+        report.missing = sorted(set(live) - seen_ids)
+        allowed = max(MASS_DEACTIVATION_FLOOR, int(len(live) * max_missing_fraction))
+        if len(report.missing) > allowed:
+            # Another instance's secret key lists other users: everyone would look
+            # missing, and tombstones are for ever.
+            raise BackfillError(
+                f"{len(report.missing):,} of {len(live):,} linked users are missing "
+                "from Clerk's listing; refusing to deactivate that many (is "
+                "CLERK_SECRET_KEY this instance's key?). Rerun with "
+                "--max-missing 100 if it is intended",
+                report,
+            )
+        try:
+            # A user may be missing only because the listing raced a sign-up that
+            # the webhook delivered first: ask Clerk once more before deleting.
+            for clerk_id in report.missing:
+                if dry_run:
                     report.deactivated += 1
-        report.requests = api.requests_sent
+                elif api.get_user(clerk_id) is None:
+                    if sync.delete_user(clerk_id, source="backfill").changed:
+                        report.deactivated += 1
+        except BackendAPIError as exc:
+            raise BackfillError(f"while confirming missing users: {exc}", report)
+        finally:
+            report.requests = api.requests_sent
     return report
 
 

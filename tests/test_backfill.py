@@ -394,3 +394,115 @@ def test_a_terminal_gets_one_progress_line_with_rate_and_eta(sim):
     assert updates[-1].startswith("9 / 9 users, ")
     assert "page " not in out.getvalue()
     assert "created: 9" in summary
+
+
+def test_deactivate_missing_refuses_when_most_users_would_go(sim, signals_received):
+    """Another instance's secret key lists other users: everyone looks missing, and
+    tombstones are for ever, so the backfill refuses instead."""
+    sim.add_users(12)
+    backfill()
+    for clerk in sim.users:
+        sim.delete_user(clerk["id"])
+    sim.add_user(clerk_id="user_other_instance")
+    signals_received.clear()
+
+    with pytest.raises(CommandError, match="12 of 13 linked users are missing") as refused:
+        backfill("--deactivate-missing")
+    assert "Resume with" not in str(refused.value)  # the listing itself completed
+
+    assert ClerkUserLink.objects.filter(deleted_at__isnull=False).count() == 0
+    assert [kind for kind, _ in signals_received] == ["synced"]  # only the new user
+    out, _ = backfill("--deactivate-missing", "--max-missing", "100")
+    assert "missing from Clerk, deactivated: 12" in out
+
+
+def test_a_user_deleted_at_a_page_boundary_does_not_shift_the_next_page(sim):
+    for n in range(10):
+        sim.add_user(clerk_id=f"user_page_{n}")
+    deleted = []
+
+    def delete_the_last_of_the_page(report):
+        if not deleted:
+            deleted.append(report.cursor)
+            last = [u for u in sim.users if u["created_at"] == report.cursor][-1]
+            sim.delete_user(last["id"])
+
+    run_backfill(BackendAPI(), page_size=4, on_page=delete_the_last_of_the_page)
+
+    assert User.objects.count() == 10  # the 4 of page one, and all 6 after it
+
+
+def test_since_on_a_millisecond_holding_a_whole_page(sim):
+    for n in range(5):
+        sim.add_user(clerk_id=f"user_tie_{n}", created_at=1_700_000_000_000)
+    for n in range(3):
+        sim.add_user(clerk_id=f"user_after_{n}", created_at=1_700_000_000_001 + n)
+
+    backfill("--since", "1700000000000", "--page-size", "2")
+
+    assert sorted(ClerkUserLink.objects.values_list("clerk_id", flat=True)) == [
+        "user_after_0",
+        "user_after_1",
+        "user_after_2",
+    ]
+
+
+def test_ctrl_c_prints_where_to_resume(sim):
+    sim.add_users(6)
+
+    calls = []
+
+    def interrupt(sender, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:  # during the second page
+            raise KeyboardInterrupt
+
+    clerk_user_synced.connect(interrupt, weak=False)
+    try:
+        with pytest.raises(CommandError) as stopped:
+            backfill("--page-size", "3")
+    finally:
+        clerk_user_synced.disconnect(interrupt)
+    assert "stopped: interrupted." in str(stopped.value)
+    assert "Resume with: manage.py clerk_backfill --since " in str(stopped.value)
+
+
+def test_a_redirect_is_not_followed_with_the_secret_key(settings, transactional_db):
+    """A redirect would carry `Authorization: Bearer sk_...` to wherever it points."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Redirector(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings.CLERK_API_URL = f"http://127.0.0.1:{server.server_port}"
+        settings.CLERK_SECRET_KEY = SECRET_KEY
+        with pytest.raises(CommandError, match="answered a redirect \\(302\\)"):
+            backfill()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [path for path, _ in seen] == ["/v1/users/count"]  # never /elsewhere
+
+
+def test_a_username_with_nul_does_not_break_the_page(sim):
+    sim.add_user(clerk_id="user_nul", username="ad\x00a", email="nul@example.com")
+    sim.add_users(3)
+
+    out, _ = backfill()
+
+    assert "created: 4" in out
+    assert get_user("user_nul").username == "ada"  # NUL removed, as on the webhook path

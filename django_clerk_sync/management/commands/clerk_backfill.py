@@ -42,12 +42,23 @@ class Command(BaseCommand):
             help="after a complete, error-free listing, apply CLERK_SYNC_ON_DELETE to "
             "linked users Clerk no longer has",
         )
+        parser.add_argument(
+            "--max-missing",
+            type=float,
+            default=10.0,
+            metavar="PERCENT",
+            help="with --deactivate-missing: refuse if more than this percentage of "
+            "the linked users (and over 10) are missing, a sign of another "
+            "instance's key (default 10)",
+        )
 
     def handle(self, *args, **options):
         page_size = options["page_size"]
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             # Clerk would silently answer 10 users per page: refuse instead.
             raise CommandError(f"--page-size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
+        if not 0 <= options["max_missing"] <= 100:
+            raise CommandError("--max-missing is a percentage, 0 to 100")
         if options["limit"] is not None and options["limit"] < 1:
             raise CommandError("--limit must be at least 1")
         since = milliseconds(options["since"], "--since") if options["since"] else None
@@ -64,6 +75,7 @@ class Command(BaseCommand):
         self.verbosity = options["verbosity"]
         self.live = self.verbosity >= 1 and self.stdout.isatty()
         self.meter = ProgressMeter()
+        self.last_width = 0
         if options["dry_run"] and self.verbosity >= 1:
             self.stdout.write("Dry run: nothing will be written.")
         try:
@@ -74,6 +86,7 @@ class Command(BaseCommand):
                 limit=options["limit"],
                 dry_run=options["dry_run"],
                 deactivate_missing=options["deactivate_missing"],
+                max_missing_fraction=options["max_missing"] / 100,
                 on_page=self._progress,
             )
         except BackfillError as exc:
@@ -94,7 +107,10 @@ class Command(BaseCommand):
 
     def _progress(self, report):
         if self.live:
-            self.stdout.write(f"\r{self.meter.line(report)}  ", ending="")
+            line = self.meter.line(report)
+            # Pad over the previous, possibly longer, line.
+            self.stdout.write(f"\r{line.ljust(self.last_width)}", ending="")
+            self.last_width = len(line)
             self.stdout.flush()
         elif self.verbosity >= 1:  # not a terminal: one plain line a page
             self.stdout.write(f"page {report.pages}: {self.meter.line(report)}")
@@ -104,7 +120,7 @@ class Command(BaseCommand):
             self.stdout.write("")
 
     def _resume_hint(self, report):
-        if report.cursor is None:
+        if report.cursor is None or report.complete:
             return ""
         return f" Resume with: manage.py clerk_backfill --since {report.cursor - 1}"
 

@@ -17,7 +17,10 @@ def _age(text):
         raise CommandError(
             f"--older-than {text!r}: give a number and a unit, e.g. 30d, 12h or 90m"
         )
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise CommandError(f"--older-than {text!r} is too long ago to compute")
 
 
 class Command(BaseCommand):
@@ -44,7 +47,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        cutoff = timezone.now() - _age(options["older_than"])
+        try:
+            cutoff = timezone.now() - _age(options["older_than"])
+        except OverflowError:
+            raise CommandError(f"--older-than {options['older_than']!r} is before year 1")
         events = WebhookEvent.objects.filter(received_at__lt=cutoff)
         if not options["include_failed"]:
             events = events.filter(

@@ -61,9 +61,11 @@ class Command(BaseCommand):
             events = events.filter(event_type=options["type"])
         if options["since"]:
             since = milliseconds(options["since"], "--since") / 1000
-            events = events.filter(
-                received_at__gt=datetime.fromtimestamp(since, tz=timezone.utc)
-            )
+            try:
+                since = datetime.fromtimestamp(since, tz=timezone.utc)
+            except (OverflowError, OSError, ValueError):
+                raise CommandError(f"--since {options['since']!r} is out of range")
+            events = events.filter(received_at__gt=since)
 
         done = failed = 0
         # A list, not iterator(): processing commits, which would reset an open cursor.

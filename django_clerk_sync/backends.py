@@ -9,9 +9,17 @@ backend and the DRF class share: verify the token, then find the user behind it.
   arrived yet: Clerk's sync is eventually consistent) is created through the one
   sync path, keyed on ``sub``, so the webhook later updates the same user
   (``CLERK_SYNC_FIRST_SIGHT`` chooses "create", "fetch" or "off").
+- A Clerk id whose Django user was deleted locally (its link is kept, without a
+  user) is not let in, and no token recreates the user: only the sync path (a
+  webhook, the backfill) may.
+- In "fetch" mode, Clerk's "no such user" is remembered per Clerk id for
+  ``CLERK_JWKS_REFETCH_COOLDOWN`` seconds, and concurrent first sights of one id
+  share one Backend API call: a burst of tokens cannot hammer the Backend API.
 """
 
+import copy
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -116,9 +124,14 @@ def _resolve(session, *, fetched=None):
 
     clerk_id = session.user_id
     link = _linked_user(clerk_id)
-    if link is not None and link.is_tombstone:
-        return None, Reason.USER_DELETED
-    if link is None or link.user is None:
+    if link is not None:
+        if link.is_tombstone:
+            return None, Reason.USER_DELETED
+        if link.user is None:
+            # Deleted locally (the link outlived its user): an operator's decision
+            # that a token must not undo; a webhook or the backfill may.
+            return None, Reason.USER_DELETED_LOCALLY
+    if link is None:
         mode = clerk_settings.SYNC_FIRST_SIGHT
         if mode == "fetch":
             if fetched is None:
@@ -161,6 +174,77 @@ def _resolve(session, *, fetched=None):
     return user, None
 
 
+class _FirstSightFetches:
+    """"fetch" mode's guard against a storm of Backend API calls: Clerk's "no such
+    user" is remembered per Clerk id for ``cooldown`` seconds (a token outlives
+    its user by up to a minute), and the requests that arrive while an id is being
+    fetched wait for that one call instead of making their own."""
+
+    MAX_REMEMBERED = 4096
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._unknown = {}  # clerk id -> until when Clerk is known not to have it
+        self._in_flight = {}  # clerk id -> [threading.Event, result]
+
+    def fetch(self, clerk_id, *, now, cooldown, wait):
+        with self._lock:
+            until = self._unknown.get(clerk_id)
+            if until is not None:
+                if now < until and now >= until - cooldown:
+                    return False
+                del self._unknown[clerk_id]
+            call = self._in_flight.get(clerk_id)
+            leading = call is None
+            if leading:
+                call = self._in_flight[clerk_id] = [threading.Event(), None]
+        if not leading:
+            done = call[0].wait(wait)
+            result = call[1] if done else None
+            if result is None:
+                return Reason.USER_FETCH_FAILED
+            # The sync path gets its own copy of the user object.
+            return copy.deepcopy(result) if isinstance(result, dict) else result
+        result = Reason.USER_FETCH_FAILED
+        try:
+            result = _fetch_for_first_sight(clerk_id)
+        finally:
+            with self._lock:
+                if result is False and cooldown > 0:
+                    if len(self._unknown) >= self.MAX_REMEMBERED:
+                        self._unknown = {
+                            k: t for k, t in self._unknown.items() if t > now
+                        }
+                    if len(self._unknown) < self.MAX_REMEMBERED:
+                        self._unknown[clerk_id] = now + cooldown
+                del self._in_flight[clerk_id]
+            call[1] = result
+            call[0].set()
+        return result
+
+
+def _seconds(value, default):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default  # system check E034 names the mistake
+    return value if 0 <= value < float("inf") else default
+
+
+def _fetch_once(session, verifier):
+    """``fetched`` for :func:`_resolve` through the verifier's :class:`_FirstSightFetches`
+    (one per configured instance, dropped with the verifier)."""
+    fetches = getattr(verifier, "_first_sight_fetches", None)
+    if fetches is None:
+        fetches = verifier._first_sight_fetches = _FirstSightFetches()
+    return fetches.fetch(
+        session.user_id,
+        now=verifier.clock(),
+        cooldown=_seconds(clerk_settings.JWKS_REFETCH_COOLDOWN, 10.0),
+        wait=_seconds(clerk_settings.HTTP_TIMEOUT, 5.0) + 1.0,
+    )
+
+
 def _fetch_for_first_sight(clerk_id):
     """``fetched`` for :func:`_resolve`: the Clerk user, ``False``, or a reason."""
     from .backend_api import BackendAPIError
@@ -193,7 +277,7 @@ def authenticate_token(token, *, verifier=None):
     try:
         user, reason = _resolve(session)
     except _NeedsFetch:
-        fetched = _fetch_for_first_sight(session.user_id)
+        fetched = _fetch_once(session, verifier)
         if isinstance(fetched, str):
             return _reject(fetched, "Backend API", session.user_id)
         user, reason = _resolve(session, fetched=fetched)
@@ -218,8 +302,8 @@ async def aauthenticate_token(token, *, verifier=None):
     try:
         user, reason = await resolve(session)
     except _NeedsFetch:
-        fetched = await sync_to_async(_fetch_for_first_sight, thread_sensitive=False)(
-            session.user_id
+        fetched = await sync_to_async(_fetch_once, thread_sensitive=False)(
+            session, verifier
         )
         if isinstance(fetched, str):
             return _reject(fetched, "Backend API", session.user_id)

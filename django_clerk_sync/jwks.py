@@ -9,12 +9,17 @@ Two sources:
 ``RemoteKeys`` is built to beat the official SDKs' weak spots:
 
 - one instance per configured Clerk instance, so keys never leak between two;
-- keys are used for ``ttl`` seconds, then fetched again; a failed fetch keeps the
-  last good keys (stale-if-error);
+- keys are used for ``ttl`` seconds, then fetched again in the background while the
+  held keys go on being served (stale-while-revalidate: no request waits on a slow
+  JWKS endpoint when a key for its ``kid`` is held); a failed fetch keeps the last
+  good keys (stale-if-error);
 - at most one fetch per ``cooldown`` seconds whatever tokens arrive: an unknown
   ``kid`` or a failing signature cannot make us hammer Clerk, and a ``kid`` that a
-  fresh fetch did not have is remembered (negative cache);
-- a short timeout, no redirects (the secret key never follows one), a size cap;
+  fresh fetch did not have is answered "unknown" until the cooldown ends (negative
+  cache), when the next fetch may find it;
+- one deadline, ``timeout`` seconds, for the whole fetch (connecting, the headers
+  and every read of the body: a server that drips its answer is cut off), no
+  redirects (the secret key never follows one), a size cap;
 - optionally a Django cache shared by every process, which is skipped if it errors.
 
 Nothing here blocks on the network unless asked to: a lookup that would need a
@@ -24,8 +29,10 @@ middleware can do the fetch in a worker thread instead of on the event loop.
 
 import base64
 import hashlib
+import http.client
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -38,10 +45,8 @@ logger = logging.getLogger("django_clerk_sync.jwks")
 
 MIN_RSA_KEY_SIZE = 2048
 MAX_JWKS_BYTES = 1024 * 1024
-# How long a kid that a fresh fetch did not have is answered "unknown" without
-# considering another fetch.
-UNKNOWN_KID_TTL = 300.0
 MAX_UNKNOWN_KIDS = 1024
+_READ_SIZE = 16 * 1024
 
 
 class NeedsNetwork(Exception):
@@ -144,11 +149,90 @@ class StaticKey:
     def key_after_bad_signature(self, kid, failed_key, *, network=True):
         return None
 
+    def settle(self, timeout=None):
+        return True
+
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # A redirect would carry the Authorization header (the secret key) elsewhere.
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+class _Deadline:
+    """One deadline for a whole fetch: every socket the fetch opens is shut down when
+    it passes, which ends a read blocked on a server that drips its answer."""
+
+    def __init__(self, seconds):
+        self.at = time.monotonic() + seconds
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._passed = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self):
+        return self.at - time.monotonic()
+
+    def watch(self, sock):
+        with self._lock:
+            if not self._passed:
+                self._sockets.append(sock)
+                return
+        self._shutdown(sock)
+
+    def _cut(self):
+        with self._lock:
+            self._passed = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self):
+        self._timer.cancel()
+
+
+def _watched(connection_class, deadline):
+    class Connection(connection_class):
+        def connect(self):
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Connection
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self._deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(
+            _watched(http.client.HTTPSConnection, self._deadline),
+            req,
+            context=self._context,
+        )
+
+
+class _DeadlinePassed(Exception):
+    pass
 
 
 class RemoteKeys:
@@ -184,6 +268,7 @@ class RemoteKeys:
         self._generation = 0  # bumped by every attempt: lets waiters skip a fetch
         self._unknown = {}  # kid -> until when it is known to be unknown
         self._lock = threading.Lock()
+        self._background = threading.Lock()  # held while a background refresh runs
         identity = f"{url}\0{self.headers.get('Authorization', '')}"
         self._shared_key = (
             "django_clerk_sync:jwks:"
@@ -202,20 +287,22 @@ class RemoteKeys:
         return last is None or now - last >= self.cooldown or now < last
 
     def key_for(self, kid, *, network=True):
-        """The key for ``kid``, fetching when the keys are missing, expired or lack
-        ``kid`` (within the cooldown). Raises :class:`KeyNotFound` or, with
-        ``network=False`` when a fetch is due, :class:`NeedsNetwork`."""
+        """The key for ``kid``. A held key is returned at once, even past the TTL
+        (a refresh then starts in the background, one at a time). Keys missing, or
+        lacking ``kid``, are fetched in the caller's thread (within the cooldown).
+        Raises :class:`KeyNotFound` or, with ``network=False`` when that fetch is
+        due, :class:`NeedsNetwork`."""
         now = self.clock()
         keys = self._keys
         if keys is not None:
             key = keys.get(kid)
-            fresh = now - self._fetched_at < self.ttl
-            if key is not None and (fresh or not self._may_fetch(now)):
-                return key  # stale keys are served while a refresh is not allowed
-            if key is None:
-                until = self._unknown.get(kid)
-                if (until is not None and now < until) or not self._may_fetch(now):
-                    raise KeyNotFound("unknown_key")
+            if key is not None:
+                if now - self._fetched_at >= self.ttl and self._may_fetch(now):
+                    self._refresh_in_background()
+                return key
+            until = self._unknown.get(kid)
+            if (until is not None and now < until) or not self._may_fetch(now):
+                raise KeyNotFound("unknown_key")
         elif not self._may_fetch(now):
             raise KeyNotFound("keys_unavailable")
         if not network:
@@ -226,7 +313,7 @@ class RemoteKeys:
             raise KeyNotFound("keys_unavailable")
         key = keys.get(kid)
         if key is None:
-            self._remember_unknown(kid, now)
+            self._remember_unknown(kid, self.clock())
             raise KeyNotFound("unknown_key")
         return key
 
@@ -250,9 +337,38 @@ class RemoteKeys:
             self._unknown = {k: t for k, t in self._unknown.items() if t > now}
             if len(self._unknown) >= MAX_UNKNOWN_KIDS:
                 return  # the cooldown alone still bounds the fetches
-        self._unknown[kid] = now + UNKNOWN_KID_TTL
+        # No longer than the cooldown: the next allowed fetch may find the kid.
+        self._unknown[kid] = now + self.cooldown
 
     # -- fetching
+
+    def _refresh_in_background(self):
+        """Start one refresh in a daemon thread, unless one is already running."""
+        if not self._background.acquire(blocking=False):
+            return
+
+        def run():
+            try:
+                self._refresh(self.clock())
+            except Exception:  # pragma: no cover - _fetch catches what it expects
+                logger.exception("Refreshing Clerk's JWKS from %s failed", self.url)
+            finally:
+                self._background.release()
+
+        try:
+            threading.Thread(
+                target=run, name="django_clerk_sync JWKS refresh", daemon=True
+            ).start()
+        except RuntimeError:  # no thread to be had (interpreter shutting down)
+            self._background.release()
+
+    def settle(self, timeout=None):
+        """Wait until no background refresh is running (for tests); returns whether
+        none is."""
+        if self._background.acquire(timeout=-1 if timeout is None else timeout):
+            self._background.release()
+            return True
+        return False
 
     def _refresh(self, now):
         generation = self._generation
@@ -287,17 +403,24 @@ class RemoteKeys:
                 **self.headers,
             },
         )
-        opener = urllib.request.build_opener(_NoRedirect)
+        deadline = _Deadline(self.timeout)
+        opener = urllib.request.build_opener(
+            _NoRedirect, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+        )
         try:
             with opener.open(request, timeout=self.timeout) as response:
-                body = response.read(MAX_JWKS_BYTES + 1)
+                body = self._read(response, deadline)
         except urllib.error.HTTPError as error:
             error.close()
             hint = " (check CLERK_SECRET_KEY)" if error.code in (401, 403) else ""
             return self._failed(f"HTTP {error.code}{hint}")
         except Exception as exc:  # URLError, timeouts, resets, bad status lines
+            if deadline.remaining() <= 0:
+                return self._failed(f"no full answer within {self.timeout:g} s")
             reason = getattr(exc, "reason", exc)
             return self._failed(type(reason).__name__)
+        finally:
+            deadline.cancel()
         if len(body) > MAX_JWKS_BYTES:
             return self._failed("answer larger than 1 MiB")
         try:
@@ -310,6 +433,22 @@ class RemoteKeys:
         self._install(keys, self.clock())
         logger.info("Fetched %d signing key(s) from %s", len(keys), self.url)
         self._store_shared(document)
+
+    @staticmethod
+    def _read(response, deadline):
+        """The body, at most ``MAX_JWKS_BYTES + 1`` bytes, before the deadline."""
+        chunks, size = [], 0
+        while size <= MAX_JWKS_BYTES:
+            if deadline.remaining() <= 0:
+                raise _DeadlinePassed()
+            chunk = response.read1(min(_READ_SIZE, MAX_JWKS_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if deadline.remaining() <= 0:
+            raise _DeadlinePassed()  # the read ended because the deadline cut it
+        return b"".join(chunks)
 
     def _failed(self, reason):
         held = "keeping the keys fetched before" if self._keys else "no keys yet"

@@ -31,11 +31,11 @@ import hashlib
 import json
 import logging
 import math
+import re
 import string
 import sys
 import threading
 import time
-from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -77,6 +77,7 @@ class Reason:
     PENDING_SESSION = "pending_session"
     # The token is valid; the user behind it is not let in (backends.py).
     USER_DELETED = "user_deleted"
+    USER_DELETED_LOCALLY = "user_deleted_locally"
     USER_INACTIVE = "user_inactive"
     USER_UNKNOWN = "user_unknown"
     USER_FETCH_FAILED = "user_fetch_failed"
@@ -97,15 +98,18 @@ class TokenRejected(Exception):
 class SessionClaims:
     """The verified claims of a session token: ``request.clerk``.
 
-    ``claims`` is the whole payload (a read-only mapping). The shortcuts cover
-    what views need most; the active organization is read from a v2 token's ``o``
-    claim, or from v1's ``org_*`` claims.
+    ``claims`` is the whole payload, deeply read-only: objects are read-only dicts,
+    arrays are tuples (a cached token's claims are shared by every request that
+    brings it). The shortcuts cover what views need most; the active organization
+    is read from a v2 token's ``o`` claim, or from v1's ``org_*`` claims.
     """
 
-    __slots__ = ("_claims",)
+    __slots__ = ("_claims", "_frozen")
 
     def __init__(self, claims):
-        self._claims = claims  # never handed out mutable: cached tokens share it
+        # Never handed out: the shortcuts read it, ``claims`` hands out a frozen copy.
+        self._claims = claims
+        self._frozen = claims if type(claims) is FrozenClaims else None
 
     def __repr__(self):
         return (
@@ -114,7 +118,12 @@ class SessionClaims:
 
     @property
     def claims(self):
-        return MappingProxyType(self._claims)
+        frozen = self._frozen
+        if frozen is None:
+            # Frozen on first use, once per verified token (cached tokens share it);
+            # two threads racing here build equal copies.
+            frozen = self._frozen = freeze(self._claims)
+        return frozen
 
     @property
     def user_id(self):
@@ -147,15 +156,14 @@ class SessionClaims:
 
     @property
     def actor(self):
-        """The impersonator (``act`` claim), or ``None``."""
-        return self._claims.get("act")
+        """The impersonator (``act`` claim, read-only), or ``None``."""
+        return self.claims.get("act") if "act" in self._claims else None
 
     @property
     def organization(self):
         """The active organization as ``{"id", "slg", "rol", ...}`` (v2), read-only,
         or ``None``."""
-        org = self._claims.get("o")
-        return MappingProxyType(org) if isinstance(org, dict) else None
+        return self.claims.get("o") if "o" in self._claims else None
 
     def _org(self, v2_key, v1_claim):
         org = self._claims.get("o")
@@ -174,6 +182,48 @@ class SessionClaims:
     @property
     def org_role(self):
         return self._org("rol", "org_role")
+
+
+class FrozenClaims(dict):
+    """A ``dict`` that refuses every change (``TypeError``), as the claims of a
+    cached token are shared between requests. Still a ``dict``: ``json.dumps``,
+    DRF responses and ``isinstance(..., dict)`` work; ``dict(claims)`` is a
+    mutable copy."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("the claims of a verified token are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self):
+        return (FrozenClaims, (dict(self),))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def freeze(value):
+    """``value`` (decoded JSON) deeply read-only: objects become
+    :class:`FrozenClaims`, arrays tuples."""
+    kind = type(value)
+    if kind is dict or kind is FrozenClaims:
+        frozen = FrozenClaims(value)  # a copy made in C; then only the containers
+        for key, item in value.items():
+            if type(item) in _CONTAINERS:
+                dict.__setitem__(frozen, key, freeze(item))
+        return frozen
+    if kind is list or kind is tuple:
+        return tuple([freeze(item) if type(item) in _CONTAINERS else item for item in value])
+    return value
+
+
+_CONTAINERS = frozenset({dict, list, tuple, FrozenClaims})
 
 
 # --- token locations ---------------------------------------------------------------
@@ -247,9 +297,37 @@ _PKCS1v15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
 
+#: Times beyond year 9999 (either way) are not Clerk's; 10**309 would overflow a float.
+MAX_TIME = 253402300799
+# Clerk ids: a prefix, then ASCII letters and digits (at most 255 characters).
+_USER_ID = re.compile(r"user_[A-Za-z0-9]{1,250}")
+_SESSION_ID = re.compile(r"sess_[A-Za-z0-9]{1,250}")
+
+
 def _is_time(value):
     kind = type(value)  # bool is not a time
-    return kind is int or (kind is float and math.isfinite(value))
+    return (kind is int or (kind is float and math.isfinite(value))) and (
+        -MAX_TIME <= value <= MAX_TIME
+    )
+
+
+def _org_claims_are_strings(claims):
+    """``o`` (v2) is an object whose ``id``, ``slg``, ``rol`` are strings if present;
+    v1's ``org_id``, ``org_slug``, ``org_role`` are strings if present."""
+    org = claims.get("o")
+    if org is not None:
+        if type(org) is not dict:
+            return False
+        for name in ("id", "slg", "rol"):
+            value = org.get(name)
+            if value is not None and type(value) is not str:
+                return False
+    if "org_id" in claims or "org_slug" in claims or "org_role" in claims:
+        for name in ("org_id", "org_slug", "org_role"):
+            value = claims.get(name)
+            if value is not None and type(value) is not str:
+                return False
+    return True
 
 
 class SessionTokenVerifier:
@@ -437,23 +515,43 @@ class SessionTokenVerifier:
             )
         except KeyError as missing:
             raise TokenRejected(Reason.MISSING_CLAIM, f"no {missing.args[0]}")
-        if not (type(exp) is int or _is_time(exp)) or not (
-            type(iat) is int or _is_time(iat)
+        # Inline int range checks first: _is_time's call costs as much as the test.
+        if not (
+            (type(exp) is int and -MAX_TIME <= exp <= MAX_TIME or _is_time(exp))
+            and (type(iat) is int and -MAX_TIME <= iat <= MAX_TIME or _is_time(iat))
         ):
-            raise TokenRejected(Reason.INVALID_CLAIM, "exp or iat is not a number")
+            raise TokenRejected(
+                Reason.INVALID_CLAIM, "exp or iat is not a time in seconds"
+            )
+        # Clerk ids: user_ and sess_ then letters and digits (sync.clean_clerk_id's
+        # rules are looser; a token names exactly a user and a session).
         if not (
             type(sub) is str
             and type(sid) is str
-            and 0 < len(sub) <= 255
-            and 0 < len(sid) <= 255
-            and (sub + sid).isascii()
-            and sub.isprintable()
-            and sid.isprintable()
-            and not sub.isspace()
-            and not sid.isspace()
+            and _USER_ID.fullmatch(sub)
+            and _SESSION_ID.fullmatch(sid)
         ):
-            # The rules of sync.clean_clerk_id: printable ASCII, at most 255 characters.
             raise TokenRejected(Reason.INVALID_CLAIM, "sub or sid is not a Clerk id")
+        nbf = claims.get("nbf")
+        azp = claims.get("azp")
+        sts = claims.get("sts")
+        act = claims.get("act")
+        if not (
+            (
+                nbf is None
+                or (type(nbf) is int and -MAX_TIME <= nbf <= MAX_TIME)
+                or _is_time(nbf)
+            )
+            and (azp is None or type(azp) is str)
+            and (sts is None or type(sts) is str)
+            and (act is None or type(act) is dict)
+            and _org_claims_are_strings(claims)
+        ):
+            raise TokenRejected(
+                Reason.INVALID_CLAIM,
+                "nbf, azp, sts, act or an organization claim has the wrong type",
+                clerk_id=sub,
+            )
         if claims.get("iss") != self.issuer:
             raise TokenRejected(
                 Reason.WRONG_ISSUER, "iss is not CLERK_JWT_ISSUER", clerk_id=sub
@@ -463,15 +561,10 @@ class SessionTokenVerifier:
             raise TokenRejected(
                 Reason.EXPIRED, f"expired {int(now - exp)} s ago", clerk_id=sub
             )
-        nbf = claims.get("nbf")
-        if nbf is not None:
-            if not (type(nbf) is int or _is_time(nbf)):
-                raise TokenRejected(Reason.INVALID_CLAIM, "nbf is not a number")
-            if now + leeway < nbf:
-                raise TokenRejected(Reason.NOT_YET_VALID, "nbf is ahead", clerk_id=sub)
+        if nbf is not None and now + leeway < nbf:
+            raise TokenRejected(Reason.NOT_YET_VALID, "nbf is ahead", clerk_id=sub)
         if now + leeway < iat:
             raise TokenRejected(Reason.ISSUED_IN_FUTURE, "iat is ahead", clerk_id=sub)
-        azp = claims.get("azp")
         if azp is None:
             # Clerk leaves azp out of tokens minted without an Origin (navigations).
             if not self.accept_without_azp:
@@ -484,7 +577,7 @@ class SessionTokenVerifier:
             raise TokenRejected(
                 Reason.WRONG_PARTY, "azp not in CLERK_AUTHORIZED_PARTIES", clerk_id=sub
             )
-        if not self.allow_pending and claims.get("sts") == "pending":
+        if not self.allow_pending and sts == "pending":
             raise TokenRejected(
                 Reason.PENDING_SESSION,
                 "session is pending (CLERK_ALLOW_PENDING_SESSIONS is False)",

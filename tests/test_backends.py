@@ -133,6 +133,19 @@ def test_a_deleted_user_cannot_sign_in(sim, session_env, linked):
     )
 
 
+def test_a_user_deleted_locally_cannot_sign_in_again(sim, session_env, db):
+    client = Client()
+    token = sim.mint_session_token("user_2gone")
+    assert client.post("/sign-in/", {"token": token}).status_code == 200  # first sight
+    get_user_model().objects.get().delete()  # removed locally
+
+    response = Client().post("/sign-in/", {"token": sim.mint_session_token("user_2gone")})
+
+    assert response.status_code == 401
+    assert response.json() == {"rejection": "user_deleted_locally"}
+    assert not get_user_model().objects.exists()
+
+
 def test_permissions_work_as_with_model_backend(sim, session_env, linked):
     from django.contrib.auth.models import Permission
 

@@ -17,8 +17,8 @@ from django_clerk_sync import get_user, sync, tokens
 from django_clerk_sync.models import ClerkUserLink
 from django_clerk_sync.testing import clerk_user, event
 
-from .test_tokens import HOSTILE
-from .token_support import MIDDLEWARE_WITH_CLERK
+from .test_tokens import HOSTILE, Clock
+from .token_support import FRONTEND, MIDDLEWARE_WITH_CLERK
 from .token_support import clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
 
 JWKS = "/.well-known/jwks.json"
@@ -207,6 +207,28 @@ def test_hostile_tokens_are_never_a_500(sim, clerk_env, client, db, token):
     assert cookie["authenticated"] is False
 
 
+@pytest.mark.parametrize(
+    "sub, claims",
+    [
+        (CLERK_ID, {"exp": 10**309}),
+        (CLERK_ID, {"azp": [FRONTEND]}),
+        (CLERK_ID, {"azp": {"x": 1}}),
+        ("admin", {}),
+        (" " + CLERK_ID, {}),
+        ("org_2abc", {}),
+        (CLERK_ID, {"sid": "admin"}),
+    ],
+    ids=repr,
+)
+def test_signed_tokens_with_odd_claims_are_invalid_claim_never_a_500(
+    sim, clerk_env, client, linked, sub, claims
+):
+    body = whoami(client, sim.mint_session_token(sub, claims=claims))
+
+    assert (body["authenticated"], body["rejection"]) == (False, "invalid_claim")
+    assert get_user_model().objects.count() == 1  # no user made from an odd sub
+
+
 def test_non_latin1_bytes_in_the_authorization_header(sim, clerk_env, db):
     # A WSGI server hands headers over as latin-1 text, whatever the bytes were.
     raw = "Bearer \u00ff\u00fe" + bytes(range(128, 256)).decode("latin-1")
@@ -351,6 +373,31 @@ def test_first_sight_fetch_of_a_user_clerk_does_not_know(sim, fetch_mode, client
     assert not ClerkUserLink.objects.exists()
 
 
+def test_first_sight_fetch_asks_clerk_once_per_cooldown_for_a_user_it_lacks(
+    sim, fetch_mode, client, db
+):
+    # Deleted in Clerk while its token lives on; the user.deleted webhook is late.
+    sim.add_user("user_2leaving")
+    token = sim.mint_session_token("user_2leaving")
+    sim.delete_user("user_2leaving")
+    sim.reset_counts()
+    clock = Clock()
+    tokens.get_verifier().clock = clock
+
+    for _ in range(20):
+        assert whoami(client, token)["rejection"] == "user_unknown"
+    assert sim.request_count("/v1/users/") == 1
+
+    clock.advance(10)  # CLERK_JWKS_REFETCH_COOLDOWN: Clerk is asked again
+    assert whoami(client, token)["rejection"] == "user_unknown"
+    assert sim.request_count("/v1/users/") == 2
+    # Another id is not held back by the first.
+    assert whoami(client, sim.mint_session_token("user_2other"))["rejection"] == (
+        "user_unknown"
+    )
+    assert sim.request_count("/v1/users/") == 3
+
+
 def test_first_sight_fetch_failing_is_not_retried_in_the_request(
     sim, fetch_mode, client, db
 ):
@@ -425,6 +472,30 @@ def test_a_deleted_user_whose_row_was_removed(sim, clerk_env, client, linked, se
         whoami(client, sim.mint_session_token(CLERK_ID))["rejection"] == "user_deleted"
     )
     assert not get_user_model().objects.exists()
+
+
+@pytest.mark.parametrize("mode", ["create", "fetch"])
+def test_a_user_deleted_locally_is_not_recreated_by_a_token(
+    sim, clerk_env, client, deliver, mode
+):
+    clerk_env.CLERK_SYNC_FIRST_SIGHT = mode
+    clerk_env.CLERK_API_URL = sim.url
+    clerk_env.CLERK_SECRET_KEY = sim.secret_key
+    clerk_id = f"user_2banned{mode}"
+    sim.add_user(clerk_id, username="banned")
+    assert whoami(client, sim.mint_session_token(clerk_id))["authenticated"]
+
+    get_user(clerk_id).delete()  # the operator removes the account locally
+
+    body = whoami(client, sim.mint_session_token(clerk_id))
+    assert (body["authenticated"], body["rejection"]) == (False, "user_deleted_locally")
+    assert not get_user_model().objects.exists()
+    assert ClerkUserLink.objects.get(clerk_id=clerk_id).user is None
+
+    # A webhook from Clerk is the sync path: it brings the user back.
+    payload = clerk_user(clerk_id, email="b@example.com", username="banned")
+    assert deliver(json.loads(event("user.updated", payload))).status_code == 200
+    assert whoami(client, sim.mint_session_token(clerk_id))["user"] == "banned"
 
 
 def test_deletion_reaches_a_token_already_cached(sim, clerk_env, client, linked):
@@ -577,6 +648,12 @@ def test_async_first_sight_fetch(sim, fetch_mode, db):
     sim.add_user("user_2afetch", email="k@example.com", username="kay")
 
     assert ahoami(sim.mint_session_token("user_2afetch"))["user"] == "kay"
+
+
+def test_async_odd_claims_are_invalid_claim(sim, clerk_env, linked):
+    token = sim.mint_session_token(CLERK_ID, claims={"exp": 10**309})
+
+    assert ahoami(token)["rejection"] == "invalid_claim"
 
 
 def test_async_deleted_user(sim, clerk_env, linked):

@@ -21,7 +21,7 @@ from django_clerk_sync.simulator import ClerkSimulator
 from django_clerk_sync.tokens import Reason, TokenRejected
 
 from .token_support import clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
-from .token_support import FRONTEND
+from .token_support import FRONTEND, JWKSServer
 
 JWKS = "/.well-known/jwks.json"
 
@@ -236,6 +236,34 @@ def test_required_claims(sim, verifier, clock, claim):
         {"sub": "user_\u00e9"},
         {"sub": "user_" + "x" * 300},
         {"sid": {"id": "sess_1"}},
+        # Times beyond any float, or absurd: never an OverflowError.
+        {"exp": 10**309},
+        {"exp": -(10**309)},
+        {"iat": 10**20},
+        {"nbf": 10**309},
+        {"nbf": float("-inf")},
+        # Strings where strings are expected: never a TypeError.
+        {"azp": [FRONTEND]},
+        {"azp": {"origin": FRONTEND}},
+        {"azp": 1},
+        {"sts": ["pending"]},
+        {"act": "user_2admin"},
+        {"o": "org_2acme"},
+        {"o": {"id": ["org_2acme"]}},
+        {"o": {"id": "org_2acme", "rol": {"admin": True}}},
+        {"org_id": 5},
+        # Clerk ids: user_ or sess_, then letters and digits.
+        {"sub": "admin"},
+        {"sub": " user_2abc"},
+        {"sub": "user_2abc "},
+        {"sub": "user_2abc\n"},
+        {"sub": "org_2abc"},
+        {"sub": "user_"},
+        {"sub": "user_2a-b"},
+        {"sid": "x"},
+        {"sid": "sess_1 "},
+        {"sid": "'; drop"},
+        {"sid": "user_2abc"},
     ],
     ids=repr,
 )
@@ -243,6 +271,37 @@ def test_claims_of_the_wrong_type_or_shape(sim, verifier, clock, claims):
     token = sim.mint_session_token("user_2abc", iat=int(clock.now), claims=claims)
 
     assert rejection(verifier, token) == Reason.INVALID_CLAIM
+
+
+def test_claims_are_deeply_read_only_and_not_shared_mutably(sim, verifier, clock):
+    token = sim.mint_session_token(
+        "user_2abc",
+        iat=int(clock.now),
+        claims={
+            "act": {"sub": "user_2support", "iss": "https://dashboard.clerk.com"},
+            "o": {"id": "org_2acme", "rol": "member", "per": "org:read"},
+        },
+    )
+    first = verifier.verify(token)
+
+    for change in (
+        lambda: first.actor.__setitem__("sub", "user_2attacker"),
+        lambda: first.claims["o"].__setitem__("rol", "admin"),
+        lambda: first.organization.update(rol="admin"),
+        lambda: first.claims["fva"].append(1),
+        lambda: first.claims.pop("sub"),
+    ):
+        with pytest.raises((TypeError, AttributeError)):
+            change()
+
+    again = verifier.verify(token)  # from the verified-token cache
+    assert again.actor == {"sub": "user_2support", "iss": "https://dashboard.clerk.com"}
+    assert (again.org_role, again.claims["fva"]) == ("member", (0, -1))
+    # Still plain JSON to whoever serialises it (DRF responses, logs).
+    assert json.loads(json.dumps(again.claims))["o"]["rol"] == "member"
+    mutable = dict(again.claims)
+    mutable["sub"] = "user_2other"
+    assert verifier.verify(token).user_id == "user_2abc"
 
 
 def test_a_foreign_authorized_party_is_refused(sim, verifier, clock):
@@ -423,22 +482,28 @@ def test_fifty_forged_kids_cause_at_most_one_refetch_per_cooldown(sim, verifier,
     assert sim.request_count(JWKS) == 3
 
 
-def test_an_unknown_kid_stays_unknown_after_the_cooldown_negative_cache(
-    sim, verifier, clock
-):
-    token = sim.mint_session_token(
-        "user_2abc", iat=int(clock.now), headers={"kid": "ins_x"}
-    )
-    assert rejection(verifier, token) == Reason.UNKNOWN_KEY
-    fetches = sim.request_count(JWKS)
+def test_a_refused_kid_is_accepted_once_the_jwks_publishes_it(sim, clerk_env, clock):
+    published = {"keys": sim.jwks_keys()}
+    with JWKSServer(json.dumps(published).encode()) as server:
+        clerk_env.CLERK_JWKS_URL = server.url
+        verifier = tokens.get_verifier()
+        verifier.clock = verifier.keys.clock = clock
+        token = sim.mint_session_token(
+            "user_2abc", iat=int(clock.now), headers={"kid": "ins_2next"}
+        )
+        assert rejection(verifier, token) == Reason.UNKNOWN_KEY
+        assert server.requests == 1
 
-    clock.advance(60)  # past the cooldown, within the negative cache's 5 minutes
-    token = sim.mint_session_token(
-        "user_2abc", iat=int(clock.now), headers={"kid": "ins_x"}
-    )
+        # Clerk publishes the kid; within the cooldown it is still refused unfetched.
+        server.document = json.dumps({"keys": sim.jwks_keys(sim.kid, "ins_2next")})
+        server.document = server.document.encode()
+        clock.advance(9)
+        assert rejection(verifier, token) == Reason.UNKNOWN_KEY
+        assert server.requests == 1
 
-    assert rejection(verifier, token) == Reason.UNKNOWN_KEY
-    assert sim.request_count(JWKS) == fetches
+        clock.advance(1)  # CLERK_JWKS_REFETCH_COOLDOWN: the next fetch finds it
+        assert verifier.verify(token).user_id == "user_2abc"
+        assert server.requests == 2
 
 
 def test_a_key_rotated_under_the_same_kid_is_fetched_on_the_signature_failure(
@@ -478,7 +543,26 @@ def test_keys_are_fetched_again_after_the_ttl(sim, verifier, clock):
     clock.advance(2)  # CLERK_JWKS_CACHE_TTL is 300 s
     verifier.verify(sim.mint_session_token("user_2abc", iat=int(clock.now)))
 
+    assert verifier.keys.settle(timeout=10)  # the refresh runs in the background
     assert sim.request_count(JWKS) == 2
+
+
+def test_past_the_ttl_held_keys_are_served_while_one_refresh_runs(sim, verifier, clock):
+    verifier.verify(sim.mint_session_token("user_2abc", iat=int(clock.now)))
+    clock.advance(301)  # past CLERK_JWKS_CACHE_TTL; the held key is still right
+    sim.delay = 1.0  # and Clerk's JWKS endpoint is slow
+
+    for n in range(8):
+        session = verifier.verify(sim.mint_session_token(f"user_{n}", iat=int(clock.now)))
+        assert session.user_id == f"user_{n}"
+    # The simulator counts a request once answered: none of the eight waited for it.
+    assert sim.request_count(JWKS) == 1
+
+    assert verifier.keys.settle(timeout=10)
+    sim.delay = 0
+    assert sim.request_count(JWKS) == 2  # one refresh for all eight
+    verifier.verify(sim.mint_session_token("user_2abc", iat=int(clock.now)))
+    assert sim.request_count(JWKS) == 2  # and the keys are fresh again
 
 
 def test_a_server_down_after_a_good_fetch_keeps_the_cached_keys(sim, verifier, clock):
@@ -493,10 +577,12 @@ def test_a_server_down_after_a_good_fetch_keeps_the_cached_keys(sim, verifier, c
     clock.advance(400)
     for n in range(5):
         assert verifier.verify(sim.mint_session_token(f"user_{n}", iat=int(clock.now)))
+    assert verifier.keys.settle(timeout=10)
     assert sim.request_count(JWKS) == 2
     clock.advance(10)
     sim.available = True
     assert verifier.verify(sim.mint_session_token("user_2abc", iat=int(clock.now)))
+    assert verifier.keys.settle(timeout=10)
     assert sim.request_count(JWKS) == 3
 
 
@@ -506,7 +592,9 @@ def test_a_server_errors_after_a_good_fetch_keeps_the_cached_keys(sim, verifier,
     sim.fail_next(1, status=503, path_prefix=JWKS)
 
     assert verifier.verify(sim.mint_session_token("user_2", iat=int(clock.now)))
+    assert verifier.keys.settle(timeout=10)
     assert sim.request_count(JWKS) == 2
+    assert verifier.verify(sim.mint_session_token("user_3", iat=int(clock.now)))
 
 
 def test_no_keys_at_all_is_keys_unavailable_and_retried_after_the_cooldown(
@@ -534,6 +622,21 @@ def test_a_slow_server_times_out_after_clerk_http_timeout(sim, clerk_env):
     # Had it waited, the answer (3 s later) would have verified the token.
     assert rejection(tokens.get_verifier(), token) == Reason.KEYS_UNAVAILABLE
     sim.delay = 0
+
+
+def test_a_jwks_answer_dripped_slowly_is_cut_off_at_clerk_http_timeout(sim, clerk_env):
+    document = json.dumps({"keys": sim.jwks_keys()}).encode()
+    # Ten pieces 0.5 s apart: every read is quicker than the timeout, the whole
+    # answer takes 5 s.
+    with JWKSServer(document, drip=0.5) as server:
+        clerk_env.CLERK_JWKS_URL = server.url
+        clerk_env.CLERK_HTTP_TIMEOUT = 1
+        token = sim.mint_session_token("user_2abc")
+
+        started = time.monotonic()
+        assert rejection(tokens.get_verifier(), token) == Reason.KEYS_UNAVAILABLE
+        assert time.monotonic() - started < 2.5
+        assert server.requests == 1
 
 
 def test_unusable_jwks_answers_are_failed_fetches(sim, verifier, clock):

@@ -4,6 +4,10 @@ over real HTTP, and settings that point the middleware at it.
 Import the fixtures into a test module by name.
 """
 
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from django_clerk_sync import tokens
@@ -28,12 +32,83 @@ def sim():
         yield simulator
 
 
+def settle_background_refreshes():
+    """Wait for the JWKS refreshes running in the background, so none reaches the
+    simulator during the next test."""
+    for verifier in list(tokens._by_config.values()):
+        settle = getattr(verifier.keys, "settle", None)
+        if settle is not None:
+            settle(timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def fresh_verifiers():
     """Every test starts with no fetched keys and no cached tokens."""
     tokens.reset_verifiers()
     yield
+    settle_background_refreshes()
     tokens.reset_verifiers()
+
+
+class JWKSServer:
+    """A JWKS endpoint on loopback whose answer a test controls: ``document`` (bytes),
+    sent at once, or, with ``drip``, in ten pieces ``drip`` seconds apart (each gap
+    shorter than a socket timeout). ``requests`` counts the answers begun."""
+
+    def __init__(self, document, *, drip=0.0):
+        self.document = document
+        self.drip = drip
+        self.requests = 0
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                body = server.document
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = max(1, len(body) // 10) if server.drip else len(body)
+                try:
+                    for start in range(0, len(body), step):
+                        if server.drip and server._stop.wait(server.drip):
+                            return
+                        self.wfile.write(body[start : start + step])
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def eventually(condition, timeout=10.0):
+    """Whether ``condition()`` becomes true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture

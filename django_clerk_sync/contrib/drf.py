@@ -51,6 +51,7 @@ MESSAGES = {
     "user_deleted": "The user has been deleted.",
     "user_inactive": "The user is inactive.",
     "user_unknown": "The user is unknown.",
+    "user_deleted_locally": "The user was deleted on this server.",
     "user_fetch_failed": "The user could not be fetched from Clerk; try again.",
     "user_sync_failed": "The user could not be created; try again.",
 }

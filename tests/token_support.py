@@ -4,11 +4,15 @@ over real HTTP, and settings that point the middleware at it.
 Import the fixtures into a test module by name.
 """
 
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from pytest_django.live_server_helper import LiveServer
 
 from django_clerk_sync import tokens
 from django_clerk_sync.simulator import ClerkSimulator
@@ -126,3 +130,27 @@ def clerk_env(sim, settings):
     settings.CLERK_JWKS_URL = sim.jwks_url
     settings.CLERK_AUTHORIZED_PARTIES = [FRONTEND]
     return settings
+
+
+@pytest.fixture
+def clerk_server(sim, clerk_env, transactional_db):
+    """A live HTTP server (pytest-django's) started for this test, so that it runs the
+    middleware ``clerk_env`` installs: the session-wide ``live_server`` built its
+    middleware chain once, when it started."""
+    clerk_env.ALLOWED_HOSTS = ["127.0.0.1"]
+    server = LiveServer("127.0.0.1")
+    yield server
+    server.stop()
+
+
+def whoami_over_http(server, token, *, timeout=30):
+    """GET /whoami/ on ``server`` with ``token`` as the bearer token:
+    ``(status, body)``, the body parsed when it is JSON."""
+    request = urllib.request.Request(
+        server.url + "/whoami/", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()

@@ -963,16 +963,17 @@ def main(argv=None):
     with sim:
         limit = (f"{args.rate_limit[0]} requests / {args.rate_limit[1]:g} s"
                  if args.rate_limit else "none")
-        print(f"Clerk simulator with {args.users} users, serving until Ctrl-C")
-        print(f"  CLERK_API_URL         = {sim.url}")
-        print(f"  issuer                = {sim.issuer}")
-        print(f"  JWKS                  = {sim.jwks_url}")
-        print(f"  CLERK_SECRET_KEY      = {sim.secret_key}")
-        print(f"  CLERK_PUBLISHABLE_KEY = {sim.publishable_key}")
-        print(f"  rate limit            = {limit}")
-        print("  CLERK_JWT_KEY (the JWKS public key):")
-        print(sim.public_key_pem, flush=True)
+        # Ctrl-C may come as soon as the key's last line is out, mid-print.
         try:
+            print(f"Clerk simulator with {args.users} users, serving until Ctrl-C")
+            print(f"  CLERK_API_URL         = {sim.url}")
+            print(f"  issuer                = {sim.issuer}")
+            print(f"  JWKS                  = {sim.jwks_url}")
+            print(f"  CLERK_SECRET_KEY      = {sim.secret_key}")
+            print(f"  CLERK_PUBLISHABLE_KEY = {sim.publishable_key}")
+            print(f"  rate limit            = {limit}")
+            print("  CLERK_JWT_KEY (the JWKS public key):")
+            print(sim.public_key_pem, flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

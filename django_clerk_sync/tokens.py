@@ -211,16 +211,34 @@ class FrozenClaims(dict):
 def freeze(value):
     """``value`` (decoded JSON) deeply read-only: objects become
     :class:`FrozenClaims`, arrays tuples."""
-    kind = type(value)
-    if kind is dict or kind is FrozenClaims:
-        frozen = FrozenClaims(value)  # a copy made in C; then only the containers
-        for key, item in value.items():
-            if type(item) in _CONTAINERS:
-                dict.__setitem__(frozen, key, freeze(item))
-        return frozen
-    if kind is list or kind is tuple:
-        return tuple([freeze(item) if type(item) in _CONTAINERS else item for item in value])
-    return value
+    if type(value) not in _CONTAINERS:
+        return value
+    # A loop, not recursion: a claim may nest as deep as the JSON parser goes (user
+    # metadata in a customised session token), deeper than Python's recursion limit.
+    # Parents are listed before their children, so the reversed list freezes the
+    # children first.
+    containers, pending = [], [value]
+    while pending:
+        container = pending.pop()
+        containers.append(container)
+        items = container.values() if isinstance(container, dict) else container
+        pending.extend(item for item in items if type(item) in _CONTAINERS)
+    frozen = {}
+    for container in reversed(containers):
+        if isinstance(container, dict):
+            copy = FrozenClaims(container)  # a copy made in C; then the containers
+            for key, item in container.items():
+                if type(item) in _CONTAINERS:
+                    dict.__setitem__(copy, key, frozen[id(item)])
+        else:
+            copy = tuple(
+                [
+                    frozen[id(item)] if type(item) in _CONTAINERS else item
+                    for item in container
+                ]
+            )
+        frozen[id(container)] = copy
+    return frozen[id(value)]
 
 
 _CONTAINERS = frozenset({dict, list, tuple, FrozenClaims})

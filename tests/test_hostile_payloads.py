@@ -14,6 +14,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save
+from django.urls import reverse
 from django.views.debug import ExceptionReporter
 
 from django_clerk_sync import get_user
@@ -50,6 +51,23 @@ def test_metadata_nested_too_deep_to_parse_is_a_visible_permanent_failure(delive
     assert stored.outcome.startswith("permanent: PermanentFailure: the payload is nested")
     assert bytes(stored.body) == body
     assert get_user("user_deep").first_name == "Before"
+
+
+def test_an_event_nested_too_deep_to_parse_can_be_read_in_the_admin(deliver, client):
+    """The 409 asks an operator to look at the stored event: its admin page must
+    open (it raised RecursionError, a 500), showing the body as it arrived."""
+    deep = "[" * 100_000 + "]" * 100_000
+    user = json.dumps(clerk_user("user_deep", first_name="Ada"))
+    body = raw_event("user.created", user.replace('"unsafe_metadata": {}', f'"unsafe_metadata": {deep}'))
+    assert deliver(body, svix_id="msg_deep").status_code == 409
+    client.force_login(User.objects.create_superuser("admin", "", "pw"))
+    stored = WebhookEvent.objects.get(svix_id="msg_deep")
+
+    page = client.get(reverse("admin:django_clerk_sync_webhookevent_change", args=[stored.pk]))
+
+    assert page.status_code == 200
+    assert b"msg_deep" in page.content
+    assert b"&quot;first_name&quot;: &quot;Ada&quot;" in page.content  # the body, shown
 
 
 def test_a_huge_integer_in_metadata_does_not_make_the_event_unreadable(deliver):

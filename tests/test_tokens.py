@@ -304,6 +304,43 @@ def test_claims_are_deeply_read_only_and_not_shared_mutably(sim, verifier, clock
     assert verifier.verify(token).user_id == "user_2abc"
 
 
+def test_claims_nested_deeper_than_python_recurses_are_read_only_too(
+    sim, verifier, clock
+):
+    # Clerk copies what users write (unsafe_metadata) into customised session tokens,
+    # so a claim can nest as deep as the parser goes. Freezing it used to recurse
+    # (two frames a level for arrays) and raised RecursionError: a 500 in any view
+    # reading request.clerk.claims, .actor or .organization.
+    depth = 600  # 1,200 characters of brackets: room to spare in a cookie
+    arrays, objects = [], {}
+    inner_array, inner_object = arrays, objects
+    for _ in range(depth - 1):
+        inner_array.append([])
+        inner_array = inner_array[0]
+        inner_object["a"] = {}
+        inner_object = inner_object["a"]
+    token = sim.mint_session_token(
+        "user_2abc",
+        iat=int(clock.now),
+        claims={"meta": arrays, "act": {"sub": "user_2support", "a": objects}},
+    )
+
+    session = verifier.verify(token)
+
+    value, levels = session.claims["meta"], 0
+    while value:
+        assert type(value) is tuple
+        value, levels = value[0], levels + 1
+    assert levels == depth - 1
+    actor, levels = session.actor, 0
+    while actor:
+        assert isinstance(actor, tokens.FrozenClaims)
+        actor, levels = actor["a"], levels + 1
+    assert levels == depth
+    with pytest.raises(TypeError):
+        session.actor["a"]["a"]["a"] = "changed"
+
+
 def test_a_foreign_authorized_party_is_refused(sim, verifier, clock):
     token = sim.mint_session_token(
         "user_2abc", iat=int(clock.now), azp="https://evil.example.com"

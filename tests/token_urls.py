@@ -20,6 +20,20 @@ def whoami(request):
     return JsonResponse(describe(request, request.user))
 
 
+def claims(request):
+    """What a view may read from ``request.clerk``: every shortcut, and the claims."""
+    session = getattr(request, "clerk", None)
+    body = describe(request, request.user)
+    if session is not None:
+        body.update(
+            org=[session.org_id, session.org_slug, session.org_role],
+            organization=session.organization is not None,
+            actor=session.actor is not None,
+            claim_names=sorted(session.claims),
+        )
+    return JsonResponse(body)
+
+
 async def awhoami(request):
     auser = getattr(request, "auser", None)
     user = await auser() if auser is not None else request.user
@@ -28,6 +42,7 @@ async def awhoami(request):
 
 urlpatterns = [
     path("whoami/", whoami),
+    path("claims/", claims),
     path("awhoami/", awhoami),
     path("api/webhooks/", include("django_clerk_sync.urls")),
 ]

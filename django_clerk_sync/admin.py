@@ -7,14 +7,15 @@ the ordering and tombstone guarantees, so the admin shows and never writes.
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.utils.html import format_html
 
 from .events import process_event
 from .models import ClerkUserLink, WebhookEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
@@ -22,6 +23,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(WebhookEvent)
@@ -68,9 +73,30 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         text = obj.body_text
         try:
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
-            pass
+        except (ValueError, RecursionError):
+            pass  # not JSON, or nested too deep for the parser: shown as sent
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+
+
+class ClerkUserLinkInline(ReadOnlyMixin, admin.StackedInline):
+    """The user's Clerk link, read-only, on the user's own admin page."""
+
+    model = ClerkUserLink
+    fk_name = "user"
+    fields = ("clerk_id", "clerk_updated_at", "deleted_at", "synced_at")
+    readonly_fields = fields
+    extra = 0  # a one-to-one inline would otherwise show an empty form
+    show_change_link = True
+
+
+def _show_links_on_user_admin(site):
+    """Add :class:`ClerkUserLinkInline` to the site's user admin, if there is one."""
+    user_admin = site._registry.get(get_user_model())
+    if user_admin is None:
+        return
+    inlines = list(user_admin.inlines)
+    if not any(issubclass(inline, ClerkUserLinkInline) for inline in inlines):
+        user_admin.inlines = [*inlines, ClerkUserLinkInline]
 
 
 @admin.register(ClerkUserLink)
@@ -79,3 +105,9 @@ class ClerkUserLinkAdmin(ReadOnlyAdmin):
     list_filter = (("deleted_at", admin.EmptyFieldListFilter),)
     search_fields = ("=clerk_id",)
     raw_id_fields = ("user",)
+
+    def get_urls(self):
+        # The site builds its URLs once every admin module is loaded, whatever the
+        # INSTALLED_APPS order, so a custom user model's admin is registered by now.
+        _show_links_on_user_admin(self.admin_site)
+        return super().get_urls()

@@ -14,6 +14,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.admin",
+    # Serves the admin's CSS and JS to the browser tests' live server.
+    "django.contrib.staticfiles",
     "django_clerk_sync",
 ]
 

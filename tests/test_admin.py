@@ -4,7 +4,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from django_clerk_sync import get_user
+from django_clerk_sync.models import ClerkUserLink
+
 from .conftest import load_event
+
+CLERK_ID = "user_29w83sxmDNGwOuEthce5gg56FcC"  # in tests/fixtures/user_created.json
 
 
 @pytest.fixture
@@ -47,3 +52,19 @@ def test_admin_cannot_add_or_delete_events(deliver, admin_client_csrf):
     )
     assert links.status_code == 200
     assert b"user_29w83sxmDNGwOuEthce5gg56FcC" in links.content
+
+
+def test_the_user_admin_page_shows_the_clerk_link_read_only(deliver, admin_client_csrf):
+    deliver(load_event("user_created"))
+    user = get_user(CLERK_ID)
+    link = ClerkUserLink.objects.get(clerk_id=CLERK_ID)
+
+    page = admin_client_csrf.get(reverse("admin:auth_user_change", args=[user.pk]))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="clerk_link-group"' in html
+    assert f'<div class="readonly">{CLERK_ID}</div>' in html
+    assert 'name="clerk_link-0-clerk_id"' not in html  # shown, not editable
+    link_page = reverse("admin:django_clerk_sync_clerkuserlink_change", args=[link.pk])
+    assert link_page in html

@@ -8,6 +8,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 from django.utils.html import format_html
 
 from .events import process_event
@@ -26,7 +27,20 @@ class ReadOnlyMixin:
 
 
 class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    pass
+    #: Columns the search box matches exactly, case included.
+    exact_search_fields = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        # Svix and Clerk ids are case-sensitive. The admin's "=field" search is
+        # case-insensitive, which PostgreSQL cannot answer from the columns' indexes:
+        # it would read the whole event log for every search.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q()
+        for field in self.exact_search_fields:
+            match |= Q(**{field: term})
+        return queryset.filter(match), False
 
 
 @admin.register(WebhookEvent)
@@ -41,7 +55,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "received_at",
     )
     list_filter = ("status", "event_type")
-    search_fields = ("=svix_id", "=clerk_id")
+    search_fields = exact_search_fields = ("svix_id", "clerk_id")
     date_hierarchy = "received_at"
     exclude = ("body",)
     readonly_fields = ("payload",)
@@ -103,7 +117,7 @@ def _show_links_on_user_admin(site):
 class ClerkUserLinkAdmin(ReadOnlyAdmin):
     list_display = ("clerk_id", "user", "clerk_updated_at", "deleted_at", "synced_at")
     list_filter = (("deleted_at", admin.EmptyFieldListFilter),)
-    search_fields = ("=clerk_id",)
+    search_fields = exact_search_fields = ("clerk_id",)
     raw_id_fields = ("user",)
 
     def get_urls(self):

@@ -68,3 +68,28 @@ def test_the_user_admin_page_shows_the_clerk_link_read_only(deliver, admin_clien
     assert 'name="clerk_link-0-clerk_id"' not in html  # shown, not editable
     link_page = reverse("admin:django_clerk_sync_clerkuserlink_change", args=[link.pk])
     assert link_page in html
+
+
+def test_search_matches_whole_ids_exactly_so_the_indexes_answer_it(
+    deliver, admin_client_csrf
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    deliver(load_event("user_created"), svix_id="msg_Admin_Case")
+    changelist = reverse("admin:django_clerk_sync_webhookevent_changelist")
+
+    with CaptureQueriesContext(connection) as queries:
+        found = admin_client_csrf.get(changelist, {"q": " msg_Admin_Case "})
+    assert b"msg_Admin_Case" in found.content
+    searches = [q["sql"] for q in queries if '"svix_id" =' in q["sql"]]
+    assert searches and not any("UPPER" in sql or "LIKE" in sql for sql in searches)
+
+    # Ids are case-sensitive, and only whole ids match.
+    for term in ("msg_admin_case", "msg_Admin", CLERK_ID.lower()):
+        page = admin_client_csrf.get(changelist, {"q": term})
+        assert b"msg_Admin_Case" not in page.content, term
+
+    links = reverse("admin:django_clerk_sync_clerkuserlink_changelist")
+    assert CLERK_ID.encode() in admin_client_csrf.get(links, {"q": CLERK_ID}).content
+    assert b"0 results" in admin_client_csrf.get(links, {"q": CLERK_ID[:10]}).content

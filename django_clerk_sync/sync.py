@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.crypto import RANDOM_STRING_CHARS
 
 from .conf import clerk_settings
-from .field_map import import_callable, mapped_values
+from .field_map import current_map, import_callable, mapped_values
 from .models import ClerkUserLink
 from .signals import clerk_user_deleted, clerk_user_synced
 
@@ -273,14 +273,17 @@ def email_is_username(user_model):
     return user_model.USERNAME_FIELD == user_model.get_email_field_name()
 
 
-def _apply_fields(user_model, user, clerk_user, clerk_id, taken_check=None):
+def _apply_fields(
+    user_model, user, clerk_user, clerk_id, taken_check=None, field_map=None
+):
     """Set the mapped fields on ``user``; return the names of those that changed.
 
     ``taken_check(user_model, user, candidate)`` answers whether a login value is
-    held by another user (default: one query per candidate).
+    held by another user (default: one query per candidate). ``field_map`` is
+    :func:`~.field_map.current_map`, when the caller has it already.
     """
     opts = user_model._meta
-    values = mapped_values(clerk_user)
+    values = mapped_values(clerk_user, field_map)
     username_field = user_model.USERNAME_FIELD
     changed = []
     for name, value in values.items():
@@ -549,7 +552,9 @@ def _set_unusable_passwords(users):
         user.password = UNUSABLE_PASSWORD_PREFIX + letters[n * length:(n + 1) * length]
 
 
-def _plan_one(user_model, clerk_id, clerk_user, link, taken, new_users, touched_links):
+def _plan_one(
+    user_model, clerk_id, clerk_user, link, taken, new_users, touched_links, field_map
+):
     """Decide (and prepare in memory) what one user of a page needs; return the
     result and the names of the fields that changed."""
     updated_at = _updated_at_ms(clerk_user)
@@ -563,7 +568,7 @@ def _plan_one(user_model, clerk_id, clerk_user, link, taken, new_users, touched_
     created = user is None
     if created:
         user = user_model()
-    changed = _apply_fields(user_model, user, clerk_user, clerk_id, taken)
+    changed = _apply_fields(user_model, user, clerk_user, clerk_id, taken, field_map)
     if taken is not None:
         taken.claim(user, getattr(user, user_model.USERNAME_FIELD))
     if created:
@@ -586,7 +591,26 @@ def _link_new_users(links):
     if not links:
         return
     using = router.db_for_write(ClerkUserLink)
-    if connections[using].features.supports_update_conflicts_with_target:
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        # One UPDATE ... FROM (VALUES ...) per 1,000 links: a few parameters a row,
+        # where bulk_update builds a CASE per row and an upsert sends every column.
+        opts = ClerkUserLink._meta
+        user_field = opts.get_field("user")
+        quote = connection.ops.quote_name
+        user_type = user_field.db_type(connection)
+        with connection.cursor() as cursor:
+            for start in range(0, len(links), 1000):
+                chunk = links[start:start + 1000]
+                rows = ", ".join([f"(%s, %s::{user_type})"] * len(chunk))
+                cursor.execute(
+                    f"UPDATE {quote(opts.db_table)} AS link "
+                    f"SET {quote(user_field.column)} = new.user_id "
+                    f"FROM (VALUES {rows}) AS new (clerk_id, user_id) "
+                    f"WHERE link.{quote(opts.get_field('clerk_id').column)} = new.clerk_id",
+                    [value for link in chunk for value in (link.clerk_id, link.user_id)],
+                )
+    elif connection.features.supports_update_conflicts_with_target:
         # An upsert onto those rows: one statement, a fraction of the cost of
         # bulk_update's CASE per row.
         ClerkUserLink.objects.bulk_create(
@@ -607,13 +631,24 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
         wanted = [u.get("username") for u in valid.values()] + list(valid)
         taken = _TakenUsernames(user_model, wanted)
 
+    try:
+        field_map = current_map()  # read once per page, still live between pages
+    except Exception:
+        field_map = None  # an unusable source fails each user, as sync_user does
     results, new_users, updated_users, changed_fields = [], [], [], set()
     touched_links = []
     for clerk_id, clerk_user in valid.items():
         link = links.get(clerk_id)
         try:
             planned, changed = _plan_one(
-                user_model, clerk_id, clerk_user, link, taken, new_users, touched_links
+                user_model,
+                clerk_id,
+                clerk_user,
+                link,
+                taken,
+                new_users,
+                touched_links,
+                field_map,
             )
         except Exception as exc:  # one bad record is reported, not fatal to the page
             logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
@@ -635,9 +670,6 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
     )
     try:
         with transaction.atomic(using=using):
-            # New links first, then their users: the order sync_user takes them in.
-            # Users first deadlocked with a webhook or a first sight creating the
-            # same user, each waiting for the other's row (the link, the username).
             new_links = [
                 ClerkUserLink(
                     clerk_id=clerk_id, clerk_updated_at=_updated_at_ms(valid[clerk_id])
@@ -645,7 +677,14 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
                 for clerk_id, _, link in new_users
                 if link is None
             ]
-            ClerkUserLink.objects.bulk_create(new_links)
+            # Where writers lock rows, new links first, then their users: the order
+            # sync_user takes them in. Users first deadlocked with a webhook or a
+            # first sight creating the same user, each waiting for the other's row
+            # (the link, the username). SQLite locks the whole database instead, so
+            # there the links are written once, after their users.
+            links_first = connections[using].features.has_select_for_update
+            if links_first:
+                ClerkUserLink.objects.bulk_create(new_links)
             user_model._default_manager.bulk_create([user for _, user, _ in new_users])
             inserted = iter(new_links)
             for _, user, link in new_users:
@@ -654,7 +693,10 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
                 else:  # the Django user was removed locally: link the new one
                     link.user = user
                     touched_links.append(link)
-            _link_new_users(new_links)
+            if links_first:
+                _link_new_users(new_links)
+            else:
+                ClerkUserLink.objects.bulk_create(new_links)
             if updated_users:
                 user_model._default_manager.bulk_update(
                     updated_users, sorted(changed_fields)
@@ -699,10 +741,10 @@ def sync_users(clerk_users, *, source, dry_run=False):
     """Apply a page of Clerk user objects with the same rules as :func:`sync_user`.
 
     Existing links are read and locked in one query, usernames checked in one,
-    new links and new users inserted in one each (links first, the order
-    :func:`sync_user` locks in) and the links then pointed at their users in one,
-    changed users and links updated in one each: a handful of queries per page,
-    however large. A page whose bulk
+    new links and new users inserted in one each (on databases with row locks,
+    links first, the order :func:`sync_user` locks in, then pointed at their users
+    in one more), changed users and links updated in one each: a handful of queries
+    per page, however large. A page whose bulk
     write conflicts (a unique value, a concurrent webhook) is applied user by user
     instead, and a user that still fails is reported as ``failed``. With
     ``dry_run`` nothing is written and the results say what would happen.

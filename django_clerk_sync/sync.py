@@ -22,7 +22,14 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connections, router, transaction
 from django.core.exceptions import ValidationError
 from django.db.models.functions import Lower
-from django.db.models import CharField, DateField, DateTimeField, EmailField, TextField
+from django.db.models import (
+    CharField,
+    DateField,
+    DateTimeField,
+    EmailField,
+    TextField,
+    Value,
+)
 from django.utils import timezone
 from django.utils.crypto import RANDOM_STRING_CHARS
 
@@ -184,7 +191,10 @@ def _coerce(field, value, clerk_id):
 
 def _taken_in_database(user_model, user, candidate):
     field = user_model.USERNAME_FIELD
-    others = user_model._default_manager.filter(**{f"{field}__iexact": candidate})
+    # LOWER(), as the page check compares: one index on LOWER(username) serves both.
+    others = user_model._default_manager.annotate(_login=Lower(field)).filter(
+        _login=Lower(Value(candidate))
+    )
     if user.pk is not None:
         others = others.exclude(pk=user.pk)
     return others.exists()

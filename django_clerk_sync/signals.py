@@ -5,8 +5,8 @@
     user        the Django user, as saved
     clerk_user  the Clerk user object (dict) that was applied
     created     True when the Django user was created by this sync
-    source      where the data came from: "webhook" (later also "middleware",
-                "backfill")
+    source      where the data came from: "webhook", "backfill" (clerk_backfill) or
+                "middleware" (first sight of a session token)
 
 ``clerk_user_deleted``: Clerk reported a user deleted and the tombstone was written.
     sender      the user model class
@@ -14,7 +14,7 @@
                 "deactivate"; already removed from the database under "delete";
                 None when no Django user was linked)
     clerk_id    the Clerk user id
-    source      as above
+    source      "webhook", or "backfill" (clerk_backfill --deactivate-missing)
 
 Each effective change is announced once: a duplicate delivery sends nothing. If a
 receiver raises, the change stays, the webhook event is marked failed and Svix's

@@ -947,12 +947,16 @@ def main(argv=None):
         prog="python -m django_clerk_sync.simulator",
         description="Serve a fake Clerk instance on 127.0.0.1 until Ctrl-C.",
     )
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--users", type=int, default=25, help="users to create")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port", type=int, default=8765,
+                        help="0 picks a free port (default: 8765)")
+    parser.add_argument("--users", type=int, default=25,
+                        help="users to create (default: 25)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the same seed gives the same users (default: 0)")
     parser.add_argument("--rate-limit", type=_parse_rate_limit, default=(100, 10.0),
-                        help="REQUESTS/SECONDS on /v1/*, or none (default 100/10)")
-    parser.add_argument("--secret-key", default="sk_test_simulator")
+                        help="REQUESTS/SECONDS on /v1/*, or none (default: 100/10)")
+    parser.add_argument("--secret-key", default="sk_test_simulator",
+                        help="the Bearer key /v1/* accepts (default: sk_test_simulator)")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
 
@@ -967,7 +971,7 @@ def main(argv=None):
         try:
             print(f"Clerk simulator with {args.users} users, serving until Ctrl-C")
             print(f"  CLERK_API_URL         = {sim.url}")
-            print(f"  issuer                = {sim.issuer}")
+            print(f"  CLERK_JWT_ISSUER      = {sim.issuer}")
             print(f"  JWKS                  = {sim.jwks_url}")
             print(f"  CLERK_SECRET_KEY      = {sim.secret_key}")
             print(f"  CLERK_PUBLISHABLE_KEY = {sim.publishable_key}")

@@ -108,11 +108,14 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path):
     pytest.importorskip(
-        "redis", reason="needs the redis package (Django's RedisCache uses it)"
+        "redis", reason="needs the redis package (Django's RedisCache uses it): pip install redis"
     )
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("needs the redis-server binary on PATH")
+        pytest.skip(
+            "needs the redis-server binary on PATH: "
+            "apt-get install redis-server (Debian), brew install redis (macOS)"
+        )
     server = RedisServer(binary, tmp_path).start()
     yield server
     server.kill()

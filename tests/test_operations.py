@@ -57,7 +57,10 @@ def test_replay_by_id_is_idempotent_and_dry_run_does_nothing(deliver, failed_eve
     deliver(event("user.created", clerk_user("user_other")), svix_id="msg_ok")
 
     dry, _ = run("clerk_replay_events", "--ids", "msg_failed", "msg_ok", "--dry-run")
-    assert "would process msg_failed" in dry and "would process msg_ok" in dry
+    assert "would process msg_failed (user.created, failed)" in dry
+    assert "msg_ok: already processed (created)" in dry
+    assert "would process msg_ok" not in dry
+    assert dry.splitlines()[-1] == "1 event(s) would be processed"
     failed_event.refresh_from_db()
     assert failed_event.status == "failed"
 

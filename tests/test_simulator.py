@@ -464,6 +464,9 @@ def test_command_line_prints_what_to_configure_and_serves():
                 break
         output = "".join(lines)
         url = output.split("CLERK_API_URL         = ")[1].split()[0]
+        # The issuer a publishable key gives is https://, so the banner names the
+        # setting the simulator's http:// tokens need.
+        assert f"CLERK_JWT_ISSUER      = {url}\n" in output
         assert "CLERK_PUBLISHABLE_KEY = pk_test_" in output
         assert "CLERK_SECRET_KEY      = sk_test_simulator" in output
         assert "50 requests / 10 s" in output
@@ -476,3 +479,15 @@ def test_command_line_prints_what_to_configure_and_serves():
         process.send_signal(2)  # Ctrl-C
         assert process.wait(timeout=10) == 0
         process.stdout.close()
+
+
+def test_command_line_help_shows_the_defaults():
+    result = subprocess.run(
+        [sys.executable, "-m", "django_clerk_sync.simulator", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for default in ["(default: 8765)", "(default: 25)", "(default: 0)",
+                    "(default: 100/10)", "(default: sk_test_simulator)"]:
+        assert default in text

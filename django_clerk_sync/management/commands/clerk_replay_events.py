@@ -70,13 +70,13 @@ class Command(BaseCommand):
         done = failed = 0
         # A list, not iterator(): processing commits, which would reset an open cursor.
         for event in list(events):
-            if options["dry_run"]:
-                self.stdout.write(f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})")
-                done += 1
-                continue
             if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
                 # Named by --ids: processing is idempotent, so say so and move on.
                 self.stdout.write(f"{event.svix_id}: already {event.status} ({event.outcome})")
+                continue
+            if options["dry_run"]:
+                self.stdout.write(f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})")
+                done += 1
                 continue
             try:
                 event = process_event(event)
@@ -91,8 +91,10 @@ class Command(BaseCommand):
                 continue
             done += 1
             self.stdout.write(f"{event.svix_id}: {event.status} ({event.outcome})")
-        verb = "would be processed" if options["dry_run"] else "processed"
         if options["verbosity"] >= 1:
-            self.stdout.write(f"{done} event(s) {verb}, {failed} failed again")
+            if options["dry_run"]:
+                self.stdout.write(f"{done} event(s) would be processed")
+            else:
+                self.stdout.write(f"{done} event(s) processed, {failed} failed again")
         if failed:
             raise CommandError(f"{failed} event(s) failed again; see the lines above")

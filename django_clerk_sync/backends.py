@@ -26,7 +26,6 @@ from typing import Any, Optional
 from asgiref.sync import sync_to_async
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import DatabaseError
 
 from . import jwks
 from .conf import clerk_settings
@@ -154,7 +153,9 @@ def _resolve(session, *, fetched=None):
             )
             link = _linked_user(clerk_id)
             user = link.user if link is not None and not link.is_tombstone else None
-        except (sync.SyncConflict, sync.InvalidClerkUser, DatabaseError) as exc:
+        except Exception as exc:
+            # A conflict, the database, or the project's field map (a source that
+            # raises, a map system checks flag): the request goes on anonymous.
             logger.warning(
                 "Clerk user %s could not be created on first sight (%s)",
                 clerk_id,

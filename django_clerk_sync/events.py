@@ -9,7 +9,7 @@ import json
 import logging
 import traceback
 
-from django.db import router, transaction
+from django.db import DatabaseError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -126,6 +126,11 @@ def _resend_signal(event):
 def _record_failure(event, exc, *, permanent, committed):
     """Write the failure in its own transaction, so it survives the rollback."""
     detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, DatabaseError):
+        # The admin lists outcomes, and a database's message quotes the clashing
+        # value (PostgreSQL: "Key (email)=(...) already exists"); the traceback in
+        # last_error keeps it for whoever opens the event.
+        detail = f"{type(exc).__name__} (details in last_error)"
     updates = {
         "status": Status.FAILED,
         "last_error": "".join(traceback.format_exception(exc)),

@@ -719,7 +719,8 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
                     touched_links, ["user", "clerk_updated_at", "synced_at"]
                 )
     except IntegrityError as exc:
-        raise _SlowPathNeeded(str(exc)) from exc
+        # The type only: PostgreSQL's message quotes the clashing value (an email).
+        raise _SlowPathNeeded(type(exc).__name__) from exc
 
     for result in results:
         announce(

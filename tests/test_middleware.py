@@ -424,6 +424,31 @@ def test_a_first_sight_that_cannot_be_saved_is_anonymous_not_a_500(
     assert not get_user_model().objects.exists()
 
 
+def _role_of(clerk_user):
+    return clerk_user["public_metadata"]["role"]  # KeyError: the metadata has none
+
+
+@pytest.mark.parametrize(
+    "field_map",
+    [
+        {"first_name": _role_of},  # a source that raises
+        {"nonexistent_field": "first_name"},  # E011 names it; the request still works
+        {"first_name": 3},  # E010
+        "email",  # not a dict
+    ],
+    ids=["raising-source", "unknown-field", "bad-source", "not-a-dict"],
+)
+def test_a_broken_field_map_makes_first_sight_anonymous_not_a_500(
+    sim, clerk_env, client, db, field_map
+):
+    clerk_env.CLERK_SYNC_FIELD_MAP = field_map
+
+    body = whoami(client, sim.mint_session_token("user_2mapped"))
+
+    assert (body["authenticated"], body["rejection"]) == (False, "user_sync_failed")
+    assert not ClerkUserLink.objects.exists()
+
+
 def test_a_raising_clerk_user_synced_receiver_does_not_fail_the_request(
     sim, clerk_env, client, transactional_db, caplog
 ):

@@ -106,7 +106,7 @@ def test_prune_keeps_failed_events_unless_told(deliver, failed_event):
     assert get_user("user_old") is not None  # pruning the log never touches users
 
 
-@pytest.mark.parametrize("age", ["30", "thirty days", "-1d", ""])
+@pytest.mark.parametrize("age", ["30", "thirty days", "-1d", "", "9" * 5000 + "d"])
 def test_prune_refuses_an_unclear_age(age, db):
     with pytest.raises(CommandError, match="--older-than"):
         run("clerk_prune_events", "--older-than", age)
@@ -150,3 +150,16 @@ def test_admin_reprocess_action(failed_event, client):
     assert b"1 event(s) processed, 0 failed again." in response.content
     failed_event.refresh_from_db()
     assert failed_event.status == "processed"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["clerk_backfill", "--since"],
+        ["clerk_replay_events", "--failed", "--since"],
+    ],
+)
+def test_a_time_of_thousands_of_digits_is_a_one_line_error(args, db):
+    # int() itself refuses past 4,300 digits, with a ValueError, not a CommandError.
+    with pytest.raises(CommandError, match="bad --since .*too large"):
+        run(*args, "9" * 5000)

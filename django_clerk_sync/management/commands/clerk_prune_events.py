@@ -17,6 +17,8 @@ def _age(text):
         raise CommandError(
             f"--older-than {text!r}: give a number and a unit, e.g. 30d, 12h or 90m"
         )
+    if len(match.group(1)) > 18:  # int() refuses past 4,300 digits anyway
+        raise CommandError(f"--older-than {text[:20]!r}... is too long ago to compute")
     try:
         return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
     except OverflowError:

@@ -18,7 +18,14 @@ import urllib.parse
 import urllib.request
 from collections import deque
 
-from .conf import clerk_settings
+from .conf import (
+    DEFAULT_API_MAX_RETRIES,
+    is_finite_number,
+    clerk_settings,
+    http_url_problem,
+    max_retries_problem,
+    rate_limit_problem,
+)
 
 logger = logging.getLogger("django_clerk_sync.backend_api")
 
@@ -69,14 +76,64 @@ class BackendAPIError(Exception):
 
 def secret_key_problem(key):
     """What is wrong with a secret key, or ``None``; never repeats the key."""
-    if not isinstance(key, str) or not key:
+    if key is None or key == "":
         return "is not set"
+    if not isinstance(key, str):
+        return f"is not a string ({type(key).__name__})"
     if not key.isascii():
         return "contains a non-ASCII character (often an invisible one pasted with it)"
     if not key.isprintable() or any(ch.isspace() for ch in key):
         return "contains whitespace or an invisible character"
     if not key.startswith(SECRET_KEY_PREFIXES):
         return "does not start with sk_test_ or sk_live_"
+    return None
+
+
+API_URL_FIX = (
+    "is not an http(s) URL with a host: set it to the Backend API base URL, "
+    "https://api.clerk.com (the default), a proxy or the simulator's "
+    "http://127.0.0.1:<port>"
+)
+SECRET_KEY_FIX = (
+    "set it to the instance's secret key (Clerk dashboard -> API keys), a string "
+    "starting sk_test_ or sk_live_"
+)
+
+
+def settings_problem():
+    """What makes the Backend API settings unusable, as one line that names the
+    setting and its fix, or ``None``.
+
+    The middleware's "fetch" mode uses the defaults meanwhile; ``clerk_backfill``
+    refuses to start, rather than run a long job with settings nobody chose.
+    """
+    from django.conf import settings
+
+    value = getattr(settings, "CLERK_API_URL", None)
+    if value not in (None, "") and http_url_problem(value):
+        return f"CLERK_API_URL {value!r} {API_URL_FIX}"
+    problem = secret_key_problem(getattr(settings, "CLERK_SECRET_KEY", None))
+    if problem:
+        return f"CLERK_SECRET_KEY {problem}: {SECRET_KEY_FIX}"
+    value = getattr(settings, "CLERK_HTTP_TIMEOUT", 5)  # as check E034 reads it
+    if not (is_finite_number(value) and value > 0):
+        return (
+            f"CLERK_HTTP_TIMEOUT must be a positive number of seconds, not {value!r}: "
+            "set a number, or remove it for the default (5)"
+        )
+    value = getattr(settings, "CLERK_API_RATE_LIMIT", None)  # None: the default
+    problem = None if value is None else rate_limit_problem(value)
+    if problem:
+        return (
+            f"CLERK_API_RATE_LIMIT {value!r} {problem}: set (requests, seconds), "
+            "e.g. (100, 10) for a development instance or (1000, 10) for production"
+        )
+    value = getattr(settings, "CLERK_API_MAX_RETRIES", None)
+    if value is not None and max_retries_problem(value):
+        return (
+            f"CLERK_API_MAX_RETRIES must be a whole number, 0 or more, not {value!r}: "
+            f"set one, or remove it for the default ({DEFAULT_API_MAX_RETRIES})"
+        )
     return None
 
 
@@ -121,16 +178,12 @@ class BackendAPI:
         clock=time.monotonic,
     ):
         self.api_url = (api_url or clerk_settings.API_URL).rstrip("/")
-        parts = urllib.parse.urlsplit(self.api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BackendAPIError(
-                f"CLERK_API_URL {self.api_url!r} is not an http(s) URL with a host "
-                "(default https://api.clerk.com)"
-            )
+        if http_url_problem(self.api_url):
+            raise BackendAPIError(f"CLERK_API_URL {self.api_url!r} {API_URL_FIX}")
         self.secret_key = secret_key if secret_key is not None else clerk_settings.SECRET_KEY
         problem = secret_key_problem(self.secret_key)
         if problem:
-            raise BackendAPIError(f"CLERK_SECRET_KEY {problem}")
+            raise BackendAPIError(f"CLERK_SECRET_KEY {problem}: {SECRET_KEY_FIX}")
         self.timeout = timeout or clerk_settings.HTTP_TIMEOUT
         requests, seconds = rate_limit or clerk_settings.API_RATE_LIMIT
         self.pacer = _Pacer(requests, seconds, clock=clock, sleep=sleep)

@@ -409,3 +409,103 @@ def check_secret_key(app_configs=None, **kwargs):
             id="django_clerk_sync.E038",
         )
     ]
+
+
+@register(Tags.security)
+def check_clerk_endpoint_settings(app_configs=None, **kwargs):
+    """The Backend API and JWKS settings: E040 to E045. Meanwhile the middleware
+    uses the defaults (it never fails a request over them); clerk_backfill refuses
+    to run."""
+    from .conf import (
+        http_url_problem,
+        jwks_cache_problem,
+        max_retries_problem,
+        rate_limit_problem,
+    )
+
+    messages = []
+    value = getattr(settings, "CLERK_API_URL", None)
+    problem = None if value in (None, "") else http_url_problem(value)
+    if problem:
+        messages.append(
+            Error(
+                f"CLERK_API_URL {problem}: {value!r}. "
+                + (
+                    "https://api.clerk.com is used meanwhile."
+                    if not isinstance(value, str)
+                    else "Backend API requests and the keys fetched from it fail."
+                ),
+                hint='Set the Backend API base URL, e.g. "https://api.clerk.com" (the '
+                'default), a proxy, or the simulator\'s "http://127.0.0.1:<port>"; or '
+                "remove it.",
+                id="django_clerk_sync.E040",
+            )
+        )
+    value = getattr(settings, "CLERK_JWKS_URL", None)
+    problem = None if value in (None, "") else http_url_problem(value)
+    if problem:
+        messages.append(
+            Error(
+                f"CLERK_JWKS_URL {problem}: {value!r}. "
+                + (
+                    "The URL derived from the key settings is used meanwhile."
+                    if not isinstance(value, str)
+                    else "Every fetch of the signing keys fails (keys_unavailable)."
+                ),
+                hint="Remove it to use the URL derived from CLERK_SECRET_KEY or "
+                'CLERK_PUBLISHABLE_KEY, or set the full URL, e.g. '
+                '"https://<frontend api>/.well-known/jwks.json".',
+                id="django_clerk_sync.E041",
+            )
+        )
+    value = getattr(settings, "CLERK_JWT_ISSUER", None)
+    if value is not None and not isinstance(value, str):
+        messages.append(
+            Error(
+                f"CLERK_JWT_ISSUER must be a string, not {type(value).__name__}; "
+                "until it is, it is ignored and the issuer comes from "
+                "CLERK_PUBLISHABLE_KEY.",
+                hint='Set the Frontend API URL tokens carry in "iss", e.g. '
+                '"https://clerk.example.com", or remove it.',
+                id="django_clerk_sync.E042",
+            )
+        )
+    value = getattr(settings, "CLERK_API_RATE_LIMIT", None)
+    problem = None if value is None else rate_limit_problem(value)
+    if problem:
+        messages.append(
+            Error(
+                f"CLERK_API_RATE_LIMIT {value!r} {problem}. The default (100, 10) "
+                "is used meanwhile; clerk_backfill refuses to run.",
+                hint="Set (requests, seconds) with a whole number of requests, e.g. "
+                "(100, 10) for a development instance or (1000, 10) for production.",
+                id="django_clerk_sync.E043",
+            )
+        )
+    value = getattr(settings, "CLERK_API_MAX_RETRIES", None)
+    if value is not None and max_retries_problem(value):
+        messages.append(
+            Error(
+                f"CLERK_API_MAX_RETRIES must be a whole number, 0 or more, not "
+                f"{value!r}. The default (5) is used meanwhile; clerk_backfill "
+                "refuses to run.",
+                hint="Set a number such as 5, or remove it. Environment variables "
+                'are strings: convert, e.g. int(os.environ["CLERK_API_MAX_RETRIES"]).',
+                id="django_clerk_sync.E044",
+            )
+        )
+    value = getattr(settings, "CLERK_JWKS_CACHE", None)
+    problem = jwks_cache_problem(value)
+    if problem:
+        aliases = getattr(settings, "CACHES", None)
+        aliases = ", ".join(map(repr, aliases)) if isinstance(aliases, dict) else ""
+        messages.append(
+            Error(
+                f"CLERK_JWKS_CACHE {problem}: {value!r}. Each process keeps its own "
+                "keys meanwhile.",
+                hint=f"Name one of CACHES ({aliases or 'none configured'}), or remove "
+                "it.",
+                id="django_clerk_sync.E045",
+            )
+        )
+    return messages

@@ -6,8 +6,8 @@ settings changed at run time take effect at once.
 
 import base64
 import binascii
-
 import math
+import urllib.parse
 
 from django.conf import settings as django_settings
 
@@ -20,6 +20,10 @@ DEFAULT_FIELD_MAP_SOURCES = {
 }
 
 DELETE_POLICIES = ("deactivate", "delete")
+
+DEFAULT_API_URL = "https://api.clerk.com"
+DEFAULT_API_RATE_LIMIT = (100, 10)
+DEFAULT_API_MAX_RETRIES = 5
 
 
 class ClerkSyncSettings:
@@ -78,9 +82,12 @@ class ClerkSyncSettings:
     @property
     def API_URL(self):
         """``CLERK_API_URL``: the Backend API base URL, for a proxy or the Clerk
-        simulator. Default ``"https://api.clerk.com"``."""
-        value = getattr(django_settings, "CLERK_API_URL", None) or "https://api.clerk.com"
-        return value.rstrip("/")
+        simulator. Default ``"https://api.clerk.com"``, also used while the value is
+        not a string (system check E040 names the mistake)."""
+        value = getattr(django_settings, "CLERK_API_URL", None)
+        if not isinstance(value, str) or not value.strip():
+            return DEFAULT_API_URL
+        return value.strip().rstrip("/")
 
     @property
     def SECRET_KEY(self):
@@ -98,16 +105,22 @@ class ClerkSyncSettings:
     def API_RATE_LIMIT(self):
         """``CLERK_API_RATE_LIMIT``: ``(requests, seconds)``: the most Backend API
         requests this process sends per window. Default ``(100, 10)``, a development
-        instance's limit; production instances allow ``(1000, 10)``."""
-        requests, seconds = getattr(django_settings, "CLERK_API_RATE_LIMIT", (100, 10))
+        instance's limit; production instances allow ``(1000, 10)``. The default is
+        used while the value is unusable (system check E043 names the mistake)."""
+        value = getattr(django_settings, "CLERK_API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)
+        if rate_limit_problem(value):
+            value = DEFAULT_API_RATE_LIMIT
+        requests, seconds = value
         return int(requests), float(seconds)
 
     @property
     def API_MAX_RETRIES(self):
         """``CLERK_API_MAX_RETRIES``: how often one Backend API request is retried
         after a 429, a 5xx or a timeout before the backfill gives up (it keeps what
-        it applied and prints how to resume). Default 5."""
-        return int(getattr(django_settings, "CLERK_API_MAX_RETRIES", 5))
+        it applied and prints how to resume). Default 5, also used while the value is
+        not a non-negative integer (system check E044 names the mistake)."""
+        value = getattr(django_settings, "CLERK_API_MAX_RETRIES", DEFAULT_API_MAX_RETRIES)
+        return DEFAULT_API_MAX_RETRIES if max_retries_problem(value) else value
 
     # Session tokens (the middleware, the authentication backend, DRF).
 
@@ -161,7 +174,8 @@ class ClerkSyncSettings:
         """``CLERK_JWT_ISSUER``: the exact ``iss`` tokens must carry (the Frontend API
         URL, ``https://clerk.example.com`` or ``https://<slug>.clerk.accounts.dev``).
         Default: derived from ``CLERK_PUBLISHABLE_KEY``; ``""`` when neither is set,
-        and then every token is rejected (system check E032)."""
+        and then every token is rejected (system check E032). A value that is not a
+        string is ignored (system check E042)."""
         value = getattr(django_settings, "CLERK_JWT_ISSUER", None)
         if isinstance(value, str) and value.strip():
             return value.strip().rstrip("/")
@@ -173,7 +187,9 @@ class ClerkSyncSettings:
         """``CLERK_JWKS_URL``: where to fetch the signing keys. Default: the Backend
         API's ``{CLERK_API_URL}/v1/jwks`` when ``CLERK_SECRET_KEY`` is set, otherwise
         the public ``{issuer}/.well-known/jwks.json``. The secret key is only ever
-        sent to the Backend API URL. Not used when ``CLERK_JWT_KEY`` is set."""
+        sent to the Backend API URL. Not used when ``CLERK_JWT_KEY`` is set. A value
+        that is not a string is ignored, and one that is not an http(s) URL makes
+        every fetch fail (system check E041 names either mistake)."""
         value = getattr(django_settings, "CLERK_JWKS_URL", None)
         if isinstance(value, str) and value.strip():
             return value.strip()
@@ -215,9 +231,10 @@ class ClerkSyncSettings:
     def JWKS_CACHE(self):
         """``CLERK_JWKS_CACHE``: the alias of a Django cache (``CACHES``) shared by
         all processes, so that many workers fetch the keys once. Default ``None``:
-        each process keeps its own. A cache that errors is skipped."""
+        each process keeps its own, as it does while the value is not an alias of
+        ``CACHES`` (system check E045). A cache that errors is skipped."""
         value = getattr(django_settings, "CLERK_JWKS_CACHE", None)
-        return value if isinstance(value, str) and value else None
+        return None if not value or jwks_cache_problem(value) else value
 
     @property
     def SYNC_FIRST_SIGHT(self):
@@ -246,6 +263,64 @@ def _number(value, default, *, positive=False):
         and (value > 0 if positive else value >= 0)
     )
     return float(value) if usable else default  # system check E034 names the mistake
+
+
+# What makes a value unusable: shared by the properties above (which then fall back),
+# the system checks (which name the mistake) and clerk_backfill (which refuses to run).
+
+
+def http_url_problem(value):
+    """Why ``value`` is not an http(s) URL with a host, or ``None``."""
+    if not isinstance(value, str):
+        return f"is not a string ({type(value).__name__})"
+    value = value.strip()
+    if any(ch.isspace() for ch in value) or not value.isprintable():
+        return "is not an http(s) URL (it contains whitespace)"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+    except ValueError:
+        return "is not a well-formed URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host"
+    return None
+
+
+def rate_limit_problem(value):
+    """Why ``value`` is not a ``(requests, seconds)`` pair, or ``None``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return "is not a pair (requests, seconds)"
+    requests, seconds = value
+    if not isinstance(requests, int) or isinstance(requests, bool) or requests < 1:
+        return "does not allow a whole number of requests, 1 or more"
+    if not is_finite_number(seconds) or seconds <= 0:
+        return "does not have a window of a positive number of seconds"
+    return None
+
+
+def max_retries_problem(value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return "is not a whole number, 0 or more"
+    return None
+
+
+def jwks_cache_problem(value):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value:
+        return "is not the alias of a cache (a non-empty string)"
+    caches = getattr(django_settings, "CACHES", None)
+    if not isinstance(caches, dict) or value not in caches:
+        return "is not an alias in CACHES"
+    return None
+
+
+def is_finite_number(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def frontend_api_host(publishable_key):

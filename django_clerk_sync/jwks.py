@@ -41,6 +41,8 @@ import urllib.request
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
+from .conf import http_url_problem
+
 logger = logging.getLogger("django_clerk_sync.jwks")
 
 MIN_RSA_KEY_SIZE = 2048
@@ -395,19 +397,25 @@ class RemoteKeys:
         self._unknown = {k: t for k, t in self._unknown.items() if k not in merged}
 
     def _fetch(self):
-        request = urllib.request.Request(
-            self.url,
-            headers={
-                "Accept": "application/json",
-                "User-Agent": "django-clerk-sync",
-                **self.headers,
-            },
-        )
+        problem = http_url_problem(self.url)
+        if problem:
+            # Only http(s): urllib would also open file:// and ftp:// URLs.
+            return self._failed(
+                f"the URL {problem} (check CLERK_JWKS_URL, or CLERK_API_URL)"
+            )
         deadline = _Deadline(self.timeout)
-        opener = urllib.request.build_opener(
-            _NoRedirect, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
-        )
         try:
+            request = urllib.request.Request(
+                self.url,
+                headers={
+                    "Accept": "application/json",
+                    "User-Agent": "django-clerk-sync",
+                    **self.headers,
+                },
+            )
+            opener = urllib.request.build_opener(
+                _NoRedirect, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+            )
             with opener.open(request, timeout=self.timeout) as response:
                 body = self._read(response, deadline)
         except urllib.error.HTTPError as error:

@@ -322,6 +322,7 @@ def test_a_bad_record_among_good_ones_is_reported_and_skipped(sim, settings):
         ("sk_test_abc def", "whitespace"),
         ("pk_test_abc", "does not start with sk_test_ or sk_live_"),
         ("", "is not set"),
+        (123, "is not a string \\(int\\)"),
     ],
 )
 def test_a_bad_secret_key_is_refused_before_any_request(sim, settings, key, problem):
@@ -330,6 +331,67 @@ def test_a_bad_secret_key_is_refused_before_any_request(sim, settings, key, prob
         backfill()
     assert "\n" not in str(refused.value)
     assert sim.request_count() == 0
+
+
+def test_a_missing_secret_key_names_its_own_fix(sim, settings):
+    settings.CLERK_SECRET_KEY = None
+    with pytest.raises(CommandError) as refused:
+        backfill()
+    assert str(refused.value) == (
+        "CLERK_SECRET_KEY is not set: set it to the instance's secret key (Clerk "
+        "dashboard -> API keys), a string starting sk_test_ or sk_live_"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:18765", "api.clerk.com", 8765, ["x"], "http://127.0.0.1:port"]
+)
+def test_an_api_url_that_is_not_http_is_refused_with_its_own_fix(sim, settings, url):
+    settings.CLERK_API_URL = url
+    with pytest.raises(CommandError) as refused:
+        backfill()
+    message = str(refused.value)
+    assert message == (
+        f"CLERK_API_URL {url!r} is not an http(s) URL with a host: set it to the "
+        "Backend API base URL, https://api.clerk.com (the default), a proxy or the "
+        "simulator's http://127.0.0.1:<port>"
+    )
+    assert "secret key" not in message  # the fix for another setting
+    assert sim.request_count() == 0
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("CLERK_API_RATE_LIMIT", 100, "100 is not a pair (requests, seconds)"),
+        ("CLERK_API_RATE_LIMIT", "100/10", "'100/10' is not a pair"),
+        ("CLERK_API_RATE_LIMIT", (0, 10), "(0, 10) does not allow a whole number"),
+        ("CLERK_API_RATE_LIMIT", (-1, 10), "(-1, 10) does not allow"),
+        ("CLERK_API_RATE_LIMIT", (0.5, 10), "(0.5, 10) does not allow"),
+        ("CLERK_API_RATE_LIMIT", (100, -1), "(100, -1) does not have a window"),
+        ("CLERK_API_MAX_RETRIES", "x", "must be a whole number, 0 or more, not 'x'"),
+        ("CLERK_API_MAX_RETRIES", -1, "must be a whole number"),
+        ("CLERK_HTTP_TIMEOUT", "5", "must be a positive number of seconds, not '5'"),
+    ],
+)
+def test_an_unusable_api_setting_is_refused_not_replaced_by_the_default(
+    sim, settings, name, value, message
+):
+    setattr(settings, name, value)
+    with pytest.raises(CommandError) as refused:
+        backfill()
+    assert str(refused.value).startswith(f"{name} {message}")
+    assert ": set " in str(refused.value) or ": remove" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert sim.request_count() == 0
+
+
+@pytest.mark.parametrize("name", ["CLERK_API_RATE_LIMIT", "CLERK_API_MAX_RETRIES"])
+def test_none_is_the_default_for_the_backfill_too(sim, settings, name):
+    setattr(settings, name, None)
+    sim.add_users(3)
+    out, _ = backfill()
+    assert "created: 3" in out
 
 
 def test_a_page_size_over_500_is_refused_never_sent(sim):

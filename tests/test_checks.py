@@ -316,16 +316,131 @@ def test_valid_deletion_policies_pass(settings, policy):
         ),
         (" sk_live_abc", "contains whitespace or an invisible character"),
         ("pk_live_abc", "does not start with sk_test_ or sk_live_"),
+        (123, "is not a string (int)"),  # set, so never "is not set"
     ],
 )
 def test_e038_a_malformed_secret_key(settings, key, problem):
     settings.CLERK_SECRET_KEY = key
     errors = [e for e in run_checks() if e.id == "django_clerk_sync.E038"]
     assert [e.msg for e in errors] == [f"CLERK_SECRET_KEY {problem}."]
-    assert key.strip() not in errors[0].msg + errors[0].hint
+    assert str(key).strip() not in errors[0].msg + errors[0].hint
 
 
 @pytest.mark.parametrize("key", [None, "", "sk_test_abc", "sk_live_XYZ123"])
 def test_e038_passes_for_a_good_or_absent_key(settings, key):
     settings.CLERK_SECRET_KEY = key
     assert not [e for e in run_checks() if e.id == "django_clerk_sync.E038"]
+
+
+# --- Backend API and JWKS endpoints (E040-E045) ------------------------------------
+
+
+def ids_of(check_id):
+    return [m for m in run_checks() if m.id == f"django_clerk_sync.{check_id}"]
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        (8765, "is not a string (int)"),
+        (["x"], "is not a string (list)"),
+        ("api.clerk.com", "is not an http(s) URL with a host"),
+        ("127.0.0.1:18765", "is not an http(s) URL with a host"),
+        ("ftp://api.clerk.com", "is not an http(s) URL with a host"),
+        ("http://[::1", "is not a well-formed URL"),
+        ("http://127.0.0.1:port", "is not a well-formed URL"),
+    ],
+)
+def test_e040_an_api_url_that_is_not_an_http_url(settings, url, problem):
+    settings.CLERK_API_URL = url
+    (error,) = ids_of("E040")
+    assert error.msg.startswith(f"CLERK_API_URL {problem}: {url!r}.")
+    assert "https://api.clerk.com" in error.hint
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        (123, "is not a string (int)"),
+        ("not a url", "is not an http(s) URL (it contains whitespace)"),
+        ("file:///etc/passwd", "is not an http(s) URL with a host"),
+    ],
+)
+def test_e041_a_jwks_url_that_is_not_an_http_url(settings, url, problem):
+    settings.CLERK_JWKS_URL = url
+    (error,) = ids_of("E041")
+    assert error.msg.startswith(f"CLERK_JWKS_URL {problem}: {url!r}.")
+    assert "Remove it" in error.hint
+
+
+@pytest.mark.parametrize("issuer", [123, ["https://clerk.example.com"], b"https://x"])
+def test_e042_an_issuer_that_is_not_a_string(settings, issuer):
+    settings.CLERK_JWT_ISSUER = issuer
+    (error,) = ids_of("E042")
+    assert error.msg.startswith(
+        f"CLERK_JWT_ISSUER must be a string, not {type(issuer).__name__};"
+    )
+
+
+@pytest.mark.parametrize(
+    "limit, problem",
+    [
+        (100, "is not a pair (requests, seconds)"),
+        ("100/10", "is not a pair (requests, seconds)"),
+        ((100, 10, 1), "is not a pair (requests, seconds)"),
+        ((0, 10), "does not allow a whole number of requests, 1 or more"),
+        ((-1, 10), "does not allow a whole number of requests, 1 or more"),
+        ((0.5, 10), "does not allow a whole number of requests, 1 or more"),
+        ((True, 10), "does not allow a whole number of requests, 1 or more"),
+        ((100, 0), "does not have a window of a positive number of seconds"),
+        ((100, float("nan")), "does not have a window of a positive number of seconds"),
+        ((100, "10"), "does not have a window of a positive number of seconds"),
+    ],
+)
+def test_e043_an_unusable_rate_limit(settings, limit, problem):
+    settings.CLERK_API_RATE_LIMIT = limit
+    (error,) = ids_of("E043")
+    assert error.msg.startswith(f"CLERK_API_RATE_LIMIT {limit!r} {problem}.")
+    assert "(1000, 10)" in error.hint
+
+
+@pytest.mark.parametrize("retries", ["5", -1, 2.5, True])
+def test_e044_unusable_max_retries(settings, retries):
+    settings.CLERK_API_MAX_RETRIES = retries
+    (error,) = ids_of("E044")
+    assert error.msg.startswith(
+        f"CLERK_API_MAX_RETRIES must be a whole number, 0 or more, not {retries!r}."
+    )
+
+
+@pytest.mark.parametrize(
+    "alias, problem",
+    [
+        ("nonexistent", "is not an alias in CACHES"),
+        (3, "is not the alias of a cache (a non-empty string)"),
+    ],
+)
+def test_e045_a_jwks_cache_that_is_not_a_caches_alias(settings, alias, problem):
+    settings.CLERK_JWKS_CACHE = alias
+    (error,) = ids_of("E045")
+    assert error.msg.startswith(f"CLERK_JWKS_CACHE {problem}: {alias!r}.")
+    assert "'default'" in error.hint  # the aliases to choose from
+
+
+def test_e040_to_e045_fail_manage_py_check_with_the_setting_named(settings):
+    settings.CLERK_API_URL = "api.clerk.com"
+    settings.CLERK_API_RATE_LIMIT = (0, 10)
+    with pytest.raises(SystemCheckError) as failed:
+        call_command("check")
+    assert "django_clerk_sync.E040" in str(failed.value)
+    assert "django_clerk_sync.E043" in str(failed.value)
+
+
+def test_usable_endpoint_settings_pass(settings):
+    settings.CLERK_API_URL = "http://127.0.0.1:8765/"
+    settings.CLERK_JWKS_URL = "https://clerk.example.com/.well-known/jwks.json"
+    settings.CLERK_JWT_ISSUER = "https://clerk.example.com"
+    settings.CLERK_API_RATE_LIMIT = [1000, 10.5]
+    settings.CLERK_API_MAX_RETRIES = 0
+    settings.CLERK_JWKS_CACHE = "default"
+    assert clerk_messages() == []

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...backend_api import MAX_PAGE_SIZE, BackendAPI, BackendAPIError
+from ...backend_api import MAX_PAGE_SIZE, BackendAPI, BackendAPIError, settings_problem
 from ...backfill import SUMMARY_LINES, BackfillError, ProgressMeter, run_backfill
 from ..options import milliseconds
 
@@ -67,10 +67,14 @@ class Command(BaseCommand):
                 "--deactivate-missing needs a complete listing: leave out --since and "
                 "--limit"
             )
+        # Unusable settings stop the command, rather than run it on defaults.
+        problem = settings_problem()
+        if problem:
+            raise CommandError(problem)
         try:
             api = BackendAPI()
-        except BackendAPIError as exc:
-            raise CommandError(f"{exc}: set it to the instance's secret key (Clerk dashboard -> API keys)")
+        except BackendAPIError as exc:  # its message names the setting and the fix
+            raise CommandError(str(exc))
 
         self.verbosity = options["verbosity"]
         self.live = self.verbosity >= 1 and self.stdout.isatty()

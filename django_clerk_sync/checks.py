@@ -424,40 +424,34 @@ def check_clerk_endpoint_settings(app_configs=None, **kwargs):
     )
 
     messages = []
-    value = getattr(settings, "CLERK_API_URL", None)
-    problem = None if value in (None, "") else http_url_problem(value)
-    if problem:
-        messages.append(
-            Error(
-                f"CLERK_API_URL {problem}: {value!r}. "
-                + (
-                    "https://api.clerk.com is used meanwhile."
-                    if not isinstance(value, str)
-                    else "Backend API requests and the keys fetched from it fail."
-                ),
-                hint='Set the Backend API base URL, e.g. "https://api.clerk.com" (the '
-                'default), a proxy, or the simulator\'s "http://127.0.0.1:<port>"; or '
-                "remove it.",
-                id="django_clerk_sync.E040",
+    urls = (
+        (
+            "CLERK_API_URL",
+            "https://api.clerk.com is used meanwhile.",
+            "Backend API requests and the keys fetched from it fail.",
+            'Set the Backend API base URL, e.g. "https://api.clerk.com" (the default), '
+            'a proxy, or the simulator\'s "http://127.0.0.1:<port>"; or remove it.',
+            "django_clerk_sync.E040",
+        ),
+        (
+            "CLERK_JWKS_URL",
+            "The URL derived from the key settings is used meanwhile.",
+            "Every fetch of the signing keys fails (keys_unavailable).",
+            "Remove it to use the URL derived from CLERK_SECRET_KEY or "
+            'CLERK_PUBLISHABLE_KEY, or set the full URL, e.g. '
+            '"https://<frontend api>/.well-known/jwks.json".',
+            "django_clerk_sync.E041",
+        ),
+    )
+    for name, if_not_text, if_text, hint, check_id in urls:
+        value = getattr(settings, name, None)
+        problem = None if value in (None, "") else http_url_problem(value)
+        if problem:
+            # A non-string is ignored (conf falls back); a bad string is used and fails.
+            meanwhile = if_text if isinstance(value, str) else if_not_text
+            messages.append(
+                Error(f"{name} {problem}: {value!r}. {meanwhile}", hint=hint, id=check_id)
             )
-        )
-    value = getattr(settings, "CLERK_JWKS_URL", None)
-    problem = None if value in (None, "") else http_url_problem(value)
-    if problem:
-        messages.append(
-            Error(
-                f"CLERK_JWKS_URL {problem}: {value!r}. "
-                + (
-                    "The URL derived from the key settings is used meanwhile."
-                    if not isinstance(value, str)
-                    else "Every fetch of the signing keys fails (keys_unavailable)."
-                ),
-                hint="Remove it to use the URL derived from CLERK_SECRET_KEY or "
-                'CLERK_PUBLISHABLE_KEY, or set the full URL, e.g. '
-                '"https://<frontend api>/.well-known/jwks.json".',
-                id="django_clerk_sync.E041",
-            )
-        )
     value = getattr(settings, "CLERK_JWT_ISSUER", None)
     if value is not None and not isinstance(value, str):
         messages.append(

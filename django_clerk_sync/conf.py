@@ -307,7 +307,7 @@ def max_retries_problem(value):
 def jwks_cache_problem(value):
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         return "is not the alias of a cache (a non-empty string)"
     caches = getattr(django_settings, "CACHES", None)
     if not isinstance(caches, dict) or value not in caches:

@@ -270,9 +270,9 @@ def _pages(api, users, start, on_page):
     """Page GET /v1/users the way hand-written loops do: offset, oldest first."""
     offset, end = start, start + users
     while offset < end:
-        page = api.list_users(
-            limit=PAGE_SIZE, offset=offset, order_by="+created_at"
-        )[: end - offset]
+        page = api.list_users(limit=PAGE_SIZE, offset=offset, order_by="+created_at")[
+            : end - offset
+        ]
         yield page
         offset += len(page)
         if on_page:
@@ -358,7 +358,7 @@ def measure(connection, url, approach, users, *, start=0, profile=None):
     if profiler:
         profiler.dump_stats(profile)
     # Pages that held users (the backfill may read one empty page at the very end).
-    full = [(q, t) for q, t in zip(page_queries, page_seconds) if q]
+    full = [(q, t) for q, t in zip(page_queries, page_seconds, strict=False) if q]
     tenth = max(1, len(full) // 10)
     return {
         "users": seen,
@@ -473,7 +473,10 @@ def main(argv=None):
         with simulator(n, seed=args.seed) as url:
             a_runs, b_runs, ratios = [], [], []
             databases.fresh(naive_db)
-            shares = [naive_n * (r + 1) // rounds - naive_n * r // rounds for r in range(rounds)]
+            shares = [
+                naive_n * (r + 1) // rounds - naive_n * r // rounds
+                for r in range(rounds)
+            ]
             for r in range(rounds):
                 databases.fresh(ours_db)
                 a = measure(
@@ -497,7 +500,9 @@ def main(argv=None):
                 combined("(b) naive update_or_create", b_runs),
             ]
             print("  (a) again over the same data...", flush=True)
-            rows.append(combined("(a) again, nothing changed", [measure(ours_db, url, ours, n)]))
+            rows.append(
+                combined("(a) again, nothing changed", [measure(ours_db, url, ours, n)])
+            )
             databases.analyze(ours_db)
             rows.append(
                 combined("(a) again, after ANALYZE", [measure(ours_db, url, ours, n)])
@@ -507,10 +512,15 @@ def main(argv=None):
             with ours_db.cursor() as cursor:
                 cursor.execute(LOWER_USERNAME_INDEX)
             rows.append(
-                combined("(a) with LOWER(username) index", [measure(ours_db, url, ours, n)])
+                combined(
+                    "(a) with LOWER(username) index", [measure(ours_db, url, ours, n)]
+                )
             )
             if args.per_user:
-                print(f"  (c) sync.sync_user per user, {per_user_n:,} users...", flush=True)
+                print(
+                    f"  (c) sync.sync_user per user, {per_user_n:,} users...",
+                    flush=True,
+                )
                 databases.fresh(ours_db)
                 rows.append(
                     combined(

@@ -111,9 +111,10 @@ def run(sim, args):
 
     rounds, per_round = args.rounds, args.per_round
     print(f"Minting {args.pool + 1} Clerk-shaped session tokens...", flush=True)
-    mint = lambda: sim.mint_session_token(
-        "user_2benchmarkUser0000000000000", claims=CLAIMS
-    )  # noqa: E731
+
+    def mint():
+        return sim.mint_session_token("user_2benchmarkUser0000000000000", claims=CLAIMS)  # noqa: E731
+
     token = mint()
     pool = [mint() for _ in range(args.pool)]
     public_key = sim.public_key

@@ -8,8 +8,8 @@ SDK does not retry those, so this client paces itself below the limit, honours
 
 import http.client
 import json
-import math
 import logging
+import math
 import sys
 import threading
 import time
@@ -20,9 +20,9 @@ from collections import deque
 
 from .conf import (
     DEFAULT_API_MAX_RETRIES,
-    is_finite_number,
     clerk_settings,
     http_url_problem,
+    is_finite_number,
     max_retries_problem,
     rate_limit_problem,
 )
@@ -178,7 +178,9 @@ class BackendAPI:
         self.api_url = (api_url or clerk_settings.API_URL).rstrip("/")
         if http_url_problem(self.api_url):
             raise BackendAPIError(f"CLERK_API_URL {self.api_url!r} {API_URL_FIX}")
-        self.secret_key = secret_key if secret_key is not None else clerk_settings.SECRET_KEY
+        self.secret_key = (
+            secret_key if secret_key is not None else clerk_settings.SECRET_KEY
+        )
         problem = secret_key_problem(self.secret_key)
         if problem:
             raise BackendAPIError(f"CLERK_SECRET_KEY {problem}: {SECRET_KEY_FIX}")
@@ -248,7 +250,9 @@ class BackendAPI:
                 retry_after = _retry_after(error.headers.get("Retry-After"))
                 error.close()
                 if status == 429:
-                    wait = min(retry_after if retry_after is not None else 1.0, RETRY_AFTER_CAP)
+                    wait = min(
+                        retry_after if retry_after is not None else 1.0, RETRY_AFTER_CAP
+                    )
                 elif 300 <= status < 400:
                     raise BackendAPIError(
                         f"GET {path} answered a redirect ({status}); set CLERK_API_URL "
@@ -257,7 +261,9 @@ class BackendAPI:
                         status=status,
                     )
                 elif status >= 500:
-                    wait = min(RETRY_BACKOFF_BASE * 2 ** (attempt - 1), RETRY_BACKOFF_CAP)
+                    wait = min(
+                        RETRY_BACKOFF_BASE * 2 ** (attempt - 1), RETRY_BACKOFF_CAP
+                    )
                 else:
                     hint = {
                         401: " (check CLERK_SECRET_KEY)",

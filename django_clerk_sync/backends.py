@@ -21,7 +21,7 @@ import copy
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.backends import ModelBackend
@@ -40,9 +40,9 @@ FIRST_SIGHT_MODES = ("create", "fetch", "off")
 class Authentication:
     """What a token came to: a ``user`` and its ``session`` claims, or a ``reason``."""
 
-    user: Optional[Any] = None
-    session: Optional[SessionClaims] = None
-    reason: Optional[str] = None
+    user: Any | None = None
+    session: SessionClaims | None = None
+    reason: str | None = None
 
 
 class _NeedsFetch(Exception):
@@ -176,7 +176,7 @@ def _resolve(session, *, fetched=None):
 
 
 class _FirstSightFetches:
-    """"fetch" mode's guard against a storm of Backend API calls: Clerk's "no such
+    """ "fetch" mode's guard against a storm of Backend API calls: Clerk's "no such
     user" is remembered per Clerk id for ``cooldown`` seconds (a token outlives
     its user by up to a minute), and the requests that arrive while an id is being
     fetched wait for that one call instead of making their own."""

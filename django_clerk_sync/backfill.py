@@ -91,7 +91,9 @@ def run_backfill(
     called after each page. Raises :class:`BackfillError` if the listing fails.
     """
     if deactivate_missing and (since is not None or limit is not None):
-        raise ValueError("deactivate_missing needs a complete listing: no since or limit")
+        raise ValueError(
+            "deactivate_missing needs a complete listing: no since or limit"
+        )
     report = BackfillReport()
     seen_ids = set() if deactivate_missing else None
     filters = {"created_at_after": since} if since is not None else {}
@@ -136,7 +138,9 @@ def run_backfill(
             if len(page) == page_size and params == last_params:
                 # The cursor did not move (users without a created_at): the same
                 # page would come back for ever.
-                raise BackendAPIError("the listing made no progress (users without created_at?)")
+                raise BackendAPIError(
+                    "the listing made no progress (users without created_at?)"
+                )
             last_params = params
             for result in sync.sync_users(fresh, source="backfill", dry_run=dry_run):
                 report.counts[result.outcome] += 1
@@ -151,9 +155,7 @@ def run_backfill(
                 if newest != cursor:
                     boundary_ids = set()
                 cursor = newest
-                boundary_ids |= {
-                    u.get("id") for u in fresh if _created_at(u) == newest
-                }
+                boundary_ids |= {u.get("id") for u in fresh if _created_at(u) == newest}
             report.cursor = cursor
             report.requests = api.requests_sent
             if on_page:

@@ -438,7 +438,7 @@ def check_clerk_endpoint_settings(app_configs=None, **kwargs):
             "The URL derived from the key settings is used meanwhile.",
             "Every fetch of the signing keys fails (keys_unavailable).",
             "Remove it to use the URL derived from CLERK_SECRET_KEY or "
-            'CLERK_PUBLISHABLE_KEY, or set the full URL, e.g. '
+            "CLERK_PUBLISHABLE_KEY, or set the full URL, e.g. "
             '"https://<frontend api>/.well-known/jwks.json".',
             "django_clerk_sync.E041",
         ),
@@ -450,7 +450,9 @@ def check_clerk_endpoint_settings(app_configs=None, **kwargs):
             # A non-string is ignored (conf falls back); a bad string is used and fails.
             meanwhile = if_text if isinstance(value, str) else if_not_text
             messages.append(
-                Error(f"{name} {problem}: {value!r}. {meanwhile}", hint=hint, id=check_id)
+                Error(
+                    f"{name} {problem}: {value!r}. {meanwhile}", hint=hint, id=check_id
+                )
             )
     value = getattr(settings, "CLERK_JWT_ISSUER", None)
     if value is not None and not isinstance(value, str):

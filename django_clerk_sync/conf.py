@@ -99,7 +99,9 @@ class ClerkSyncSettings:
     def HTTP_TIMEOUT(self):
         """``CLERK_HTTP_TIMEOUT``: seconds to wait for Clerk's servers on one request.
         Default 5."""
-        return _number(getattr(django_settings, "CLERK_HTTP_TIMEOUT", 5), 5, positive=True)
+        return _number(
+            getattr(django_settings, "CLERK_HTTP_TIMEOUT", 5), 5, positive=True
+        )
 
     @property
     def API_RATE_LIMIT(self):
@@ -119,7 +121,9 @@ class ClerkSyncSettings:
         after a 429, a 5xx or a timeout before the backfill gives up (it keeps what
         it applied and prints how to resume). Default 5, also used while the value is
         not a non-negative integer (system check E044 names the mistake)."""
-        value = getattr(django_settings, "CLERK_API_MAX_RETRIES", DEFAULT_API_MAX_RETRIES)
+        value = getattr(
+            django_settings, "CLERK_API_MAX_RETRIES", DEFAULT_API_MAX_RETRIES
+        )
         return DEFAULT_API_MAX_RETRIES if max_retries_problem(value) else value
 
     # Session tokens (the middleware, the authentication backend, DRF).

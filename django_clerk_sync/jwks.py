@@ -414,7 +414,9 @@ class RemoteKeys:
                 },
             )
             opener = urllib.request.build_opener(
-                _NoRedirect, _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+                _NoRedirect,
+                _DeadlineHTTPHandler(deadline),
+                _DeadlineHTTPSHandler(deadline),
             )
             with opener.open(request, timeout=self.timeout) as response:
                 body = self._read(response, deadline)

@@ -226,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if self.server.simulator.log_requests:
             sys.stderr.write(
-                "%s - %s\n" % (time.strftime("%H:%M:%S"), format % args)
+                "{} - {}\n".format(time.strftime("%H:%M:%S"), format % args)
             )
 
 
@@ -436,7 +436,9 @@ class ClerkSimulator:
 
     @staticmethod
     def _dumps(user):
-        return json.dumps(user, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(user, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8"
+        )
 
     def _store_new(self, user):
         clerk_id, created_at = user.get("id"), user.get("created_at")
@@ -463,10 +465,40 @@ class ClerkSimulator:
             user["primary_email_address_id"] = primary["id"]
         primary["email_address"] = address
 
-    _FIRST = ["Ada", "Grace", "Linus", "Zoë", "José", "Łukasz", "Chloé", "Amara",
-              "Hiroshi", "Fatima", "Noah", "Ingrid", "Mateo", "Priya", "Søren", "Wei"]
-    _LAST = ["Lovelace", "Hopper", "Ångström", "García", "Nowak", "Okafor", "Tanaka",
-             "Haddad", "Müller", "Rossi", "Kowalski", "Nguyễn", "O'Brien", "Smith"]
+    _FIRST = [
+        "Ada",
+        "Grace",
+        "Linus",
+        "Zoë",
+        "José",
+        "Łukasz",
+        "Chloé",
+        "Amara",
+        "Hiroshi",
+        "Fatima",
+        "Noah",
+        "Ingrid",
+        "Mateo",
+        "Priya",
+        "Søren",
+        "Wei",
+    ]
+    _LAST = [
+        "Lovelace",
+        "Hopper",
+        "Ångström",
+        "García",
+        "Nowak",
+        "Okafor",
+        "Tanaka",
+        "Haddad",
+        "Müller",
+        "Rossi",
+        "Kowalski",
+        "Nguyễn",
+        "O'Brien",
+        "Smith",
+    ]
 
     def _generated_user(self, rng, created_at):
         self._serial += 1
@@ -497,7 +529,9 @@ class ClerkSimulator:
             last_name=last if rng.random() < 0.75 else None,
             username=username,
             phone=phone,
-            created_at=created_at if created_at is not None else self._next_created_at(),
+            created_at=created_at
+            if created_at is not None
+            else self._next_created_at(),
             email_verified=rng.random() < 0.9,
         )
         if emails_wanted > 1:
@@ -632,7 +666,9 @@ class ClerkSimulator:
         # Signed by hand, not with jwt.encode, so a header override (even "alg") is
         # written exactly as given while the signature stays RS256.
         signer = _load_private_key(key) if key is not None else current_key
-        signature = signer.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        signature = signer.sign(
+            signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
+        )
         return signing_input + "." + _b64url(signature)
 
     # ---------------------------------------------------------------- webhooks
@@ -748,12 +784,16 @@ class ClerkSimulator:
         fault = self._take_fault(path)
         if fault is not None:
             status, retry_after = fault
-            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            headers = (
+                {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            )
             return status, _error_for_status(status), headers
 
         if handler.command != "GET":
             return self._not_found()
-        if path == "/.well-known/jwks.json":  # public Frontend API path: no key, no limit
+        if (
+            path == "/.well-known/jwks.json"
+        ):  # public Frontend API path: no key, no limit
             return self._jwks()
         if not path.startswith("/v1/"):
             return self._not_found()
@@ -854,7 +894,7 @@ class ClerkSimulator:
             keys = self._keys
             lo = 0 if after is None else bisect.bisect_left(keys, (after + 1,))
             hi = len(keys) if before is None else bisect.bisect_left(keys, (before,))
-            window = keys[lo:max(lo, hi)]
+            window = keys[lo : max(lo, hi)]
             if user_ids:
                 window = [k for k in window if k[1] in user_ids]
             if not for_listing:
@@ -881,10 +921,10 @@ class ClerkSimulator:
                 cursor_key = self._cursor_key(cursor)
                 if descending:
                     end = bisect.bisect_left(window, cursor_key)
-                    page = window[max(0, end - limit):end][::-1]
+                    page = window[max(0, end - limit) : end][::-1]
                 else:
                     start = bisect.bisect_right(window, cursor_key)
-                    page = window[start:start + limit]
+                    page = window[start : start + limit]
             else:
                 offset = integer("offset") or 0
                 if offset < 0:
@@ -897,9 +937,9 @@ class ClerkSimulator:
                     )
                 if descending:
                     end = max(0, len(window) - offset)
-                    page = window[max(0, end - limit):end][::-1]
+                    page = window[max(0, end - limit) : end][::-1]
                 else:
-                    page = window[offset:offset + limit]
+                    page = window[offset : offset + limit]
             return page, b"[" + b",".join(self._json[k[1]] for k in page) + b"]"
 
     def _cursor_key(self, clerk_id):
@@ -947,26 +987,43 @@ def main(argv=None):
         prog="python -m django_clerk_sync.simulator",
         description="Serve a fake Clerk instance on 127.0.0.1 until Ctrl-C.",
     )
-    parser.add_argument("--port", type=int, default=8765,
-                        help="0 picks a free port (default: 8765)")
-    parser.add_argument("--users", type=int, default=25,
-                        help="users to create (default: 25)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="the same seed gives the same users (default: 0)")
-    parser.add_argument("--rate-limit", type=_parse_rate_limit, default=(100, 10.0),
-                        help="REQUESTS/SECONDS on /v1/*, or none (default: 100/10)")
-    parser.add_argument("--secret-key", default="sk_test_simulator",
-                        help="the Bearer key /v1/* accepts (default: sk_test_simulator)")
+    parser.add_argument(
+        "--port", type=int, default=8765, help="0 picks a free port (default: 8765)"
+    )
+    parser.add_argument(
+        "--users", type=int, default=25, help="users to create (default: 25)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the same seed gives the same users (default: 0)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=_parse_rate_limit,
+        default=(100, 10.0),
+        help="REQUESTS/SECONDS on /v1/*, or none (default: 100/10)",
+    )
+    parser.add_argument(
+        "--secret-key",
+        default="sk_test_simulator",
+        help="the Bearer key /v1/* accepts (default: sk_test_simulator)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
 
-    sim = ClerkSimulator(secret_key=args.secret_key, rate_limit=args.rate_limit,
-                         port=args.port)
+    sim = ClerkSimulator(
+        secret_key=args.secret_key, rate_limit=args.rate_limit, port=args.port
+    )
     sim.log_requests = not args.quiet
     sim.add_users(args.users, seed=args.seed)
     with sim:
-        limit = (f"{args.rate_limit[0]} requests / {args.rate_limit[1]:g} s"
-                 if args.rate_limit else "none")
+        limit = (
+            f"{args.rate_limit[0]} requests / {args.rate_limit[1]:g} s"
+            if args.rate_limit
+            else "none"
+        )
         # Ctrl-C may come as soon as the key's last line is out, mid-print.
         try:
             print(f"Clerk simulator with {args.users} users, serving until Ctrl-C")

@@ -15,13 +15,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, Optional
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connections, router, transaction
 from django.core.exceptions import ValidationError
-from django.db.models.functions import Lower
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import (
     CharField,
     DateField,
@@ -30,6 +29,7 @@ from django.db.models import (
     TextField,
     Value,
 )
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.crypto import RANDOM_STRING_CHARS
 
@@ -56,7 +56,7 @@ FAILED = "failed"  # bulk sync only: this one user could not be applied
 class SyncResult:
     clerk_id: str
     outcome: str
-    user: Optional[Any] = None
+    user: Any | None = None
     detail: str = ""
 
     @property
@@ -559,7 +559,9 @@ def _set_unusable_passwords(users):
         letters += chunk.translate(_RANDOM_LETTER, _OUT_OF_RANGE)
     letters = letters.decode("ascii")
     for n, user in enumerate(users):
-        user.password = UNUSABLE_PASSWORD_PREFIX + letters[n * length:(n + 1) * length]
+        user.password = (
+            UNUSABLE_PASSWORD_PREFIX + letters[n * length : (n + 1) * length]
+        )
 
 
 def _plan_one(
@@ -570,8 +572,10 @@ def _plan_one(
     updated_at = _updated_at_ms(clerk_user)
     if link is not None and link.is_tombstone:
         return SyncResult(clerk_id, TOMBSTONED, link.user), []
-    if link is not None and link.clerk_updated_at is not None and (
-        updated_at is None or updated_at < link.clerk_updated_at
+    if (
+        link is not None
+        and link.clerk_updated_at is not None
+        and (updated_at is None or updated_at < link.clerk_updated_at)
     ):
         return SyncResult(clerk_id, STALE, link.user), []
     user = link.user if link is not None else None
@@ -587,8 +591,10 @@ def _plan_one(
         ):
             user.set_unusable_password()  # the model's own; Django's is set per page
         new_users.append((clerk_id, user, link))
-    if link is not None and updated_at is not None and (
-        link.clerk_updated_at is None or updated_at > link.clerk_updated_at
+    if (
+        link is not None
+        and updated_at is not None
+        and (link.clerk_updated_at is None or updated_at > link.clerk_updated_at)
     ):
         link.clerk_updated_at = updated_at
         touched_links.append(link)
@@ -611,14 +617,18 @@ def _link_new_users(links):
         user_type = user_field.db_type(connection)
         with connection.cursor() as cursor:
             for start in range(0, len(links), 1000):
-                chunk = links[start:start + 1000]
+                chunk = links[start : start + 1000]
                 rows = ", ".join([f"(%s, %s::{user_type})"] * len(chunk))
                 cursor.execute(
                     f"UPDATE {quote(opts.db_table)} AS link "
                     f"SET {quote(user_field.column)} = new.user_id "
                     f"FROM (VALUES {rows}) AS new (clerk_id, user_id) "
                     f"WHERE link.{quote(opts.get_field('clerk_id').column)} = new.clerk_id",
-                    [value for link in chunk for value in (link.clerk_id, link.user_id)],
+                    [
+                        value
+                        for link in chunk
+                        for value in (link.clerk_id, link.user_id)
+                    ],
                 )
     elif connection.features.supports_update_conflicts_with_target:
         # An upsert onto those rows: one statement, a fraction of the cost of

@@ -382,9 +382,7 @@ class SessionTokenVerifier:
             None if keys is not None and issuer else "no issuer or key source"
         )
         self._cache = {}  # token -> (SessionClaims, kid, key, exp + leeway)
-        self._checked_headers = (
-            {}
-        )  # header segment -> its kid, once check_header passed
+        self._checked_headers = {}  # header segment -> its kid, once check_header passed
         self._cache_lock = threading.Lock()
 
     # -- entry points

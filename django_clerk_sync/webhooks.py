@@ -20,9 +20,8 @@ from datetime import datetime, timezone
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import UnreadablePostError
 from django.db import DatabaseError, transaction
-from django.http import JsonResponse
+from django.http import JsonResponse, UnreadablePostError
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST

@@ -291,7 +291,9 @@ def run_backfill_step():
 
     print("Backfill (manage.py clerk_backfill, from the Clerk simulator over HTTP):")
     print()
-    with ClerkSimulator(secret_key="sk_test_demo_simulator", rate_limit=(100, 10)) as sim:
+    with ClerkSimulator(
+        secret_key="sk_test_demo_simulator", rate_limit=(100, 10)
+    ) as sim:
         sim.add_users(BACKFILL_USERS)
         # Clerk's copy of Zoë is older than what the webhook applied: skipped stale.
         sim.add_user(clerk_id=ZOE, email="zoe@old.example", updated_at=minutes_ago(30))
@@ -324,9 +326,17 @@ def print_table(headers, rows):
     rows = [
         ["-" if value in ("", None) else str(value) for value in row] for row in rows
     ]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [
+        max(len(str(cell)) for cell in column)
+        for column in zip(headers, *rows, strict=False)
+    ]
     for row in [headers, ["-" * w for w in widths], *rows]:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print(
+            "  "
+            + "  ".join(
+                cell.ljust(w) for cell, w in zip(row, widths, strict=False)
+            ).rstrip()
+        )
 
 
 def print_results():

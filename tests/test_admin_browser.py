@@ -97,7 +97,9 @@ def submit(browser, element):
     browser.execute_script("window.clerkOldPage = true")
     element.click()
     WebDriverWait(
-        browser, WAIT, ignored_exceptions=[WebDriverException]  # mid-navigation
+        browser,
+        WAIT,
+        ignored_exceptions=[WebDriverException],  # mid-navigation
     ).until(
         lambda b: b.execute_script(
             "return !window.clerkOldPage && document.readyState === 'complete'"

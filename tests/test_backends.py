@@ -139,7 +139,9 @@ def test_a_user_deleted_locally_cannot_sign_in_again(sim, session_env, db):
     assert client.post("/sign-in/", {"token": token}).status_code == 200  # first sight
     get_user_model().objects.get().delete()  # removed locally
 
-    response = Client().post("/sign-in/", {"token": sim.mint_session_token("user_2gone")})
+    response = Client().post(
+        "/sign-in/", {"token": sim.mint_session_token("user_2gone")}
+    )
 
     assert response.status_code == 401
     assert response.json() == {"rejection": "user_deleted_locally"}

@@ -54,7 +54,9 @@ def test_1203_users_are_synced_and_counted(sim, signals_received):
     # One count request, then ceil(1203 / 500) pages of 500.
     assert sim.request_count("/v1/users/count") == 1
     assert users_requests(sim) == math.ceil(1203 / 500)
-    assert {q["limit"] for _, path, q, _ in sim.requests if path == "/v1/users"} == {"500"}
+    assert {q["limit"] for _, path, q, _ in sim.requests if path == "/v1/users"} == {
+        "500"
+    }
     assert {kw["source"] for _, kw in signals_received} == {"backfill"}
     assert len(signals_received) == 1203
     # Every Clerk user landed with its data.
@@ -245,7 +247,11 @@ def test_stale_and_deleted_users_are_never_overwritten_or_resurrected(sim, deliv
     old = sim.add_user(clerk_id="user_newer_here", first_name="Old", updated_at=1_000)
     sim.add_user(clerk_id="user_gone", first_name="Ghost")
     # The webhook already applied a newer version, and deleted the other user.
-    deliver(event("user.updated", clerk_user(old["id"], first_name="Newer", updated_at=2_000)))
+    deliver(
+        event(
+            "user.updated", clerk_user(old["id"], first_name="Newer", updated_at=2_000)
+        )
+    )
     deliver(event("user.deleted", deleted_user("user_gone")))
 
     out, _ = backfill()
@@ -268,7 +274,9 @@ def test_deactivate_missing_after_a_complete_run(sim, signals_received):
     assert get_user(keep["id"]).is_active
     assert get_user(gone["id"]) is None
     assert ClerkUserLink.objects.get(clerk_id=gone["id"]).is_tombstone
-    assert [(kind, kw["source"]) for kind, kw in signals_received] == [("deleted", "backfill")]
+    assert [(kind, kw["source"]) for kind, kw in signals_received] == [
+        ("deleted", "backfill")
+    ]
 
 
 def test_deactivate_missing_is_not_applied_after_an_incomplete_run(sim, settings):
@@ -471,7 +479,9 @@ def test_deactivate_missing_refuses_when_most_users_would_go(sim, signals_receiv
     sim.add_user(clerk_id="user_other_instance")
     signals_received.clear()
 
-    with pytest.raises(CommandError, match="12 of 13 linked users are missing") as refused:
+    with pytest.raises(
+        CommandError, match="12 of 13 linked users are missing"
+    ) as refused:
         backfill("--deactivate-missing")
     assert "Resume with" not in str(refused.value)  # the listing itself completed
 
@@ -543,7 +553,9 @@ def test_a_redirect_is_not_followed_with_the_secret_key(settings, transactional_
         def do_GET(self):
             seen.append((self.path, self.headers.get("Authorization")))
             self.send_response(302)
-            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+            self.send_header(
+                "Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere"
+            )
             self.end_headers()
 
         def log_message(self, *args):

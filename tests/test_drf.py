@@ -137,9 +137,7 @@ def test_a_bearer_token_needs_no_csrf_token(sim, api_env, linked):
     assert response.status_code == 200
 
 
-def test_with_the_middleware_a_cookie_token_is_csrf_checked_too(
-    sim, clerk_env, linked
-):
+def test_with_the_middleware_a_cookie_token_is_csrf_checked_too(sim, clerk_env, linked):
     client = Client(enforce_csrf_checks=True)
     client.cookies["__session"] = sim.mint_session_token(CLERK_ID)
     assert client.post(URL).status_code == 403

@@ -25,8 +25,13 @@ from django_clerk_sync.models import ClerkUserLink, WebhookEvent
 from django_clerk_sync.testing import clerk_user, deliver, event
 
 from .conftest import SECRET
-from .token_support import clerk_env, clerk_server, fresh_verifiers, sim  # noqa: F401
-from .token_support import whoami_over_http
+from .token_support import (  # noqa: F401
+    clerk_env,
+    clerk_server,
+    fresh_verifiers,
+    sim,
+    whoami_over_http,
+)
 
 JWKS = "/.well-known/jwks.json"
 CLERK_ID = "user_2faults"
@@ -72,8 +77,19 @@ class RedisServer:
         import redis
 
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -108,7 +124,8 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path):
     pytest.importorskip(
-        "redis", reason="needs the redis package (Django's RedisCache uses it): pip install redis"
+        "redis",
+        reason="needs the redis package (Django's RedisCache uses it): pip install redis",
     )
     binary = shutil.which("redis-server")
     if binary is None:

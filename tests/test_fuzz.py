@@ -34,8 +34,8 @@ from django.contrib.auth import get_user_model
 from django.http.cookie import parse_cookie
 from django.test import AsyncClient, Client
 from django.urls import reverse
-from hypothesis import HealthCheck, currently_in_test_context, event, given
-from hypothesis import settings, strategies as st
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
+from hypothesis import strategies as st
 
 from django_clerk_sync import sync, tokens
 from django_clerk_sync.models import ClerkUserLink, WebhookEvent
@@ -43,8 +43,7 @@ from django_clerk_sync.testing import clerk_user, signed_headers
 from django_clerk_sync.testing import event as clerk_event
 
 from .conftest import SECRET
-from .token_support import FRONTEND
-from .token_support import clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
+from .token_support import FRONTEND, clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
 
 User = get_user_model()
 
@@ -287,8 +286,10 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 # Strings as JSON escapes, so NUL and lone surrogates (valid JSON, not valid UTF-8
@@ -355,8 +356,9 @@ def hostile_signed_bodies(draw):
     if shape == "body replaced":
         return draw(raw_json).encode("utf-8")
     event_type = draw(
-        st.sampled_from(["user.created", "user.updated"] * 3 + ["user.deleted"])
-        .map(json.dumps)
+        st.sampled_from(["user.created", "user.updated"] * 3 + ["user.deleted"]).map(
+            json.dumps
+        )
         | st.sampled_from(['"session.created"', '"user.createdx"'])
         | raw_json
     )

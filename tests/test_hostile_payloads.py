@@ -30,7 +30,7 @@ User = get_user_model()
 def raw_event(event_type, data_json):
     """An envelope whose ``data`` is given as raw JSON text (escapes kept as written)."""
     return (
-        '{"object": "event", "type": "%s", "data": %s}' % (event_type, data_json)
+        f'{{"object": "event", "type": "{event_type}", "data": {data_json}}}'
     ).encode()
 
 
@@ -38,7 +38,10 @@ def test_metadata_nested_too_deep_to_parse_is_a_visible_permanent_failure(delive
     deliver(event("user.created", clerk_user("user_deep", first_name="Before")))
     deep = "[" * 100_000 + "]" * 100_000
     user = json.dumps(clerk_user("user_deep", first_name="After", updated_at=2**40))
-    body = raw_event("user.updated", user.replace('"unsafe_metadata": {}', f'"unsafe_metadata": {deep}'))
+    body = raw_event(
+        "user.updated",
+        user.replace('"unsafe_metadata": {}', f'"unsafe_metadata": {deep}'),
+    )
 
     response = deliver(body, svix_id="msg_deep")
 
@@ -48,7 +51,9 @@ def test_metadata_nested_too_deep_to_parse_is_a_visible_permanent_failure(delive
     assert "nested too deeply" in response.json()["reason"]
     stored = WebhookEvent.objects.get(svix_id="msg_deep")
     assert stored.status == "failed"
-    assert stored.outcome.startswith("permanent: PermanentFailure: the payload is nested")
+    assert stored.outcome.startswith(
+        "permanent: PermanentFailure: the payload is nested"
+    )
     assert bytes(stored.body) == body
     assert get_user("user_deep").first_name == "Before"
 
@@ -58,12 +63,17 @@ def test_an_event_nested_too_deep_to_parse_can_be_read_in_the_admin(deliver, cli
     open (it raised RecursionError, a 500), showing the body as it arrived."""
     deep = "[" * 100_000 + "]" * 100_000
     user = json.dumps(clerk_user("user_deep", first_name="Ada"))
-    body = raw_event("user.created", user.replace('"unsafe_metadata": {}', f'"unsafe_metadata": {deep}'))
+    body = raw_event(
+        "user.created",
+        user.replace('"unsafe_metadata": {}', f'"unsafe_metadata": {deep}'),
+    )
     assert deliver(body, svix_id="msg_deep").status_code == 409
     client.force_login(User.objects.create_superuser("admin", "", "pw"))
     stored = WebhookEvent.objects.get(svix_id="msg_deep")
 
-    page = client.get(reverse("admin:django_clerk_sync_webhookevent_change", args=[stored.pk]))
+    page = client.get(
+        reverse("admin:django_clerk_sync_webhookevent_change", args=[stored.pk])
+    )
 
     assert page.status_code == 200
     assert b"msg_deep" in page.content
@@ -74,7 +84,9 @@ def test_a_huge_integer_in_metadata_does_not_make_the_event_unreadable(deliver):
     user = json.dumps(clerk_user("user_bigint", first_name="Ada"))
     body = raw_event(
         "user.created",
-        user.replace('"public_metadata": {}', '"public_metadata": {"n": %s}' % ("9" * 5000)),
+        user.replace(
+            '"public_metadata": {}', '"public_metadata": {"n": %s}' % ("9" * 5000)
+        ),
     )
 
     response = deliver(body)
@@ -88,12 +100,19 @@ def test_lone_surrogates_are_stored_or_cleaned_never_a_crash(deliver):
     assert odd_type.status_code == 200 and odd_type.json()["status"] == "ignored"
     assert WebhookEvent.objects.get(svix_id="msg_odd_type").event_type == ""
 
-    odd_id = deliver(raw_event("user.created", '{"id": "user_\\ud800"}'), svix_id="msg_odd_id")
+    odd_id = deliver(
+        raw_event("user.created", '{"id": "user_\\ud800"}'), svix_id="msg_odd_id"
+    )
     assert odd_id.status_code == 200 and odd_id.json()["status"] == "ignored"
     assert ClerkUserLink.objects.count() == 0
 
     user = json.dumps(clerk_user("user_surrogate", first_name="X"))
-    named = deliver(raw_event("user.created", user.replace('"first_name": "X"', '"first_name": "Zo\\ud800\\u0000e"')))
+    named = deliver(
+        raw_event(
+            "user.created",
+            user.replace('"first_name": "X"', '"first_name": "Zo\\ud800\\u0000e"'),
+        )
+    )
     assert named.json() == {"status": "processed", "outcome": "created"}
     assert get_user("user_surrogate").first_name == "Zo?e"
 
@@ -101,7 +120,12 @@ def test_lone_surrogates_are_stored_or_cleaned_never_a_crash(deliver):
 @pytest.mark.parametrize("updated_at", ["1e400", str(2**63), "-5", "true", '"soon"'])
 def test_an_unusable_updated_at_is_treated_as_absent(deliver, updated_at):
     user = json.dumps(clerk_user("user_time", first_name="Ada", updated_at=123))
-    response = deliver(raw_event("user.created", user.replace('"updated_at": 123', f'"updated_at": {updated_at}')))
+    response = deliver(
+        raw_event(
+            "user.created",
+            user.replace('"updated_at": 123', f'"updated_at": {updated_at}'),
+        )
+    )
 
     assert response.json() == {"status": "processed", "outcome": "created"}
     assert ClerkUserLink.objects.get(clerk_id="user_time").clerk_updated_at is None
@@ -118,7 +142,10 @@ def test_a_mapped_value_the_field_cannot_hold_leaves_that_field_alone(
     payload = clerk_user(
         "user_types",
         first_name="Ada",
-        public_metadata={"staff": "yes, ada@example.com", "seen": "2024-05-01T10:00:00Z"},
+        public_metadata={
+            "staff": "yes, ada@example.com",
+            "seen": "2024-05-01T10:00:00Z",
+        },
     )
 
     with caplog.at_level(logging.WARNING, logger="django_clerk_sync"):
@@ -139,7 +166,9 @@ def test_an_email_too_long_for_the_field_is_refused_not_cut(deliver, caplog):
     long_email = "a" * 245 + "@corp.com.evil.io"  # cut to 254 it would end @corp.com
 
     with caplog.at_level(logging.WARNING, logger="django_clerk_sync"):
-        response = deliver(event("user.created", clerk_user("user_long", email=long_email)))
+        response = deliver(
+            event("user.created", clerk_user("user_long", email=long_email))
+        )
 
     assert response.json() == {"status": "processed", "outcome": "created"}
     assert get_user("user_long").email == ""

@@ -18,8 +18,13 @@ from django_clerk_sync.models import ClerkUserLink
 from django_clerk_sync.testing import clerk_user, event
 
 from .test_tokens import HOSTILE, Clock
-from .token_support import FRONTEND, MIDDLEWARE_WITH_CLERK
-from .token_support import clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
+from .token_support import (  # noqa: F401  (fixtures)
+    FRONTEND,
+    MIDDLEWARE_WITH_CLERK,
+    clerk_env,
+    fresh_verifiers,
+    sim,
+)
 
 JWKS = "/.well-known/jwks.json"
 CLERK_ID = "user_2linked"

@@ -100,7 +100,9 @@ def test_prune_keeps_failed_events_unless_told(deliver, failed_event):
     out, _ = run("clerk_prune_events", "--older-than", "30d", "--dry-run")
     assert "1 event(s)" in out and "would be deleted" in out
     run("clerk_prune_events", "--older-than", "30d")
-    assert list(WebhookEvent.objects.values_list("svix_id", flat=True)) == ["msg_failed"]
+    assert list(WebhookEvent.objects.values_list("svix_id", flat=True)) == [
+        "msg_failed"
+    ]
     run("clerk_prune_events", "--older-than", "30d", "--include-failed")
     assert WebhookEvent.objects.count() == 0
     assert get_user("user_old") is not None  # pruning the log never touches users
@@ -121,7 +123,12 @@ def test_status_for_people_and_probes(deliver, failed_event):
         call_command("clerk_sync_status", "--json", stdout=out)
     status = json.loads(out.getvalue())
     assert status["linked_users"] == 1 and status["tombstones"] == 1
-    assert status["events"] == {"received": 0, "processed": 2, "ignored": 0, "failed": 1}
+    assert status["events"] == {
+        "received": 0,
+        "processed": 2,
+        "ignored": 0,
+        "failed": 1,
+    }
     assert status["oldest_failed_event_received_at"] is not None
 
     run("clerk_replay_events", "--failed")

@@ -23,8 +23,9 @@ from typing import Optional
 
 from django.contrib.auth import get_user_model
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
+from hypothesis import strategies as st
 
 from django_clerk_sync import get_user
 from django_clerk_sync.models import ClerkUserLink, WebhookEvent
@@ -39,10 +40,10 @@ _examples = itertools.count()
 class Version:
     """What one Clerk payload says about the user (``None`` is Clerk's ``null``)."""
 
-    first_name: Optional[str]
-    last_name: Optional[str]
-    email: Optional[str]
-    username: Optional[str]
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    username: str | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def histories_and_deliveries(draw):
     times = list(itertools.accumulate([start, *steps]))
     history = [
         Synced("user.created" if n == 0 else "user.updated", version, at)
-        for n, (version, at) in enumerate(zip(drawn, times))
+        for n, (version, at) in enumerate(zip(drawn, times, strict=False))
     ]
     if draw(st.booleans()):
         history.insert(draw(st.integers(1, len(history))), Deleted())

@@ -34,7 +34,9 @@ SHARED_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 @pytest.fixture
 def sim():
-    with ClerkSimulator(secret_key=KEY, rate_limit=None, private_key=SHARED_KEY) as simulator:
+    with ClerkSimulator(
+        secret_key=KEY, rate_limit=None, private_key=SHARED_KEY
+    ) as simulator:
         yield simulator
 
 
@@ -89,7 +91,9 @@ def test_offset_paging_in_created_at_order_sees_every_user_once(sim):
     for order_by in ["%2Bcreated_at", "created_at"]:
         seen, offset = [], 0
         while True:
-            page = call(sim, f"/v1/users?order_by={order_by}&limit=5&offset={offset}")[2]
+            page = call(sim, f"/v1/users?order_by={order_by}&limit=5&offset={offset}")[
+                2
+            ]
             seen += ids(page)
             offset += 5
             if len(page) < 5:
@@ -119,7 +123,9 @@ def test_starting_after_cursor_in_both_orders(sim):
     added = sim.add_users(12)
     cursor = added[4]["id"]
 
-    ascending = call(sim, f"/v1/users?order_by=%2Bcreated_at&starting_after={cursor}&limit=3")
+    ascending = call(
+        sim, f"/v1/users?order_by=%2Bcreated_at&starting_after={cursor}&limit=3"
+    )
     descending = call(sim, f"/v1/users?starting_after={cursor}&limit=3")
 
     assert ids(ascending[2]) == ids(added[5:8])
@@ -129,7 +135,9 @@ def test_starting_after_cursor_in_both_orders(sim):
 def test_cursor_of_a_user_deleted_since_still_marks_its_place(sim):
     added = sim.add_users(6)
     sim.delete_user(added[2]["id"])
-    page = call(sim, f"/v1/users?order_by=%2Bcreated_at&starting_after={added[2]['id']}")[2]
+    page = call(
+        sim, f"/v1/users?order_by=%2Bcreated_at&starting_after={added[2]['id']}"
+    )[2]
     assert ids(page) == ids(added[3:])
 
 
@@ -150,7 +158,10 @@ def test_user_id_filters_and_count(sim):
 
     assert ids(page) == wanted[::-1]
     assert ids(single) == wanted[:1]
-    assert call(sim, "/v1/users/count")[2] == {"object": "total_count", "total_count": 8}
+    assert call(sim, "/v1/users/count")[2] == {
+        "object": "total_count",
+        "total_count": 8,
+    }
     assert call(sim, f"/v1/users/count?user_id[]={wanted[0]}")[2]["total_count"] == 1
 
 
@@ -180,8 +191,11 @@ def test_add_users_mix_is_realistic_and_deterministic():
         again = two.add_users(200, seed=7)
 
     def content(user):
-        return {k: v for k, v in user.items() if k not in ("created_at", "updated_at",
-                                                           "last_sign_in_at")}
+        return {
+            k: v
+            for k, v in user.items()
+            if k not in ("created_at", "updated_at", "last_sign_in_at")
+        }
 
     assert [content(u) for u in users] == [content(u) for u in again]
     assert len(set(ids(users))) == 200
@@ -189,7 +203,11 @@ def test_add_users_mix_is_realistic_and_deterministic():
     assert created == sorted(set(created))  # strictly increasing
 
     def primary(user):
-        return [e for e in user["email_addresses"] if e["id"] == user["primary_email_address_id"]]
+        return [
+            e
+            for e in user["email_addresses"]
+            if e["id"] == user["primary_email_address_id"]
+        ]
 
     phone_only = [u for u in users if not u["email_addresses"] and u["phone_numbers"]]
     several = [u for u in users if len(u["email_addresses"]) > 1]
@@ -272,7 +290,12 @@ def test_requests_are_recorded_and_counted(sim):
     call(sim, "/v1/users/count")
     call(sim, "/.well-known/jwks.json")
 
-    assert sim.requests[0] == ("GET", "/v1/users", {"limit": "5", "user_id[]": ["a", "b"]}, 200)
+    assert sim.requests[0] == (
+        "GET",
+        "/v1/users",
+        {"limit": "5", "user_id[]": ["a", "b"]},
+        200,
+    )
     assert sim.request_count() == 3
     assert sim.request_count("/v1/users") == 2
     sim.reset_counts()
@@ -342,7 +365,7 @@ def test_stop_leaves_no_threads_or_sockets():
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     with pytest.raises(RuntimeError, match="not running"):
-        sim.url
+        sim.url  # noqa: B018 - the property raises
 
 
 def call_quietly(url):
@@ -361,7 +384,12 @@ def test_both_jwks_paths_serve_the_signing_key(sim):
     assert public == backend == {"keys": sim.jwks_keys()}
     (key,) = public["keys"]
     assert key["kid"] == "ins_2simulator000000000000000" == sim.kid
-    assert (key["use"], key["kty"], key["alg"], key["e"]) == ("sig", "RSA", "RS256", "AQAB")
+    assert (key["use"], key["kty"], key["alg"], key["e"]) == (
+        "sig",
+        "RSA",
+        "RS256",
+        "AQAB",
+    )
 
 
 def test_minted_token_verifies_against_the_served_jwks_like_a_clerk_token(sim):
@@ -371,13 +399,20 @@ def test_minted_token_verifies_against_the_served_jwks_like_a_clerk_token(sim):
     claims = jwt.decode(token, signing_key.key, algorithms=["RS256"], issuer=sim.issuer)
 
     assert jwt.get_unverified_header(token) == {
-        "alg": "RS256", "cat": "cl_B7d4PD111AAA", "kid": sim.instance_id, "typ": "JWT"
+        "alg": "RS256",
+        "cat": "cl_B7d4PD111AAA",
+        "kid": sim.instance_id,
+        "typ": "JWT",
     }
     assert claims["nbf"] == claims["iat"] - 10
     assert claims["exp"] == claims["iat"] + 60
-    assert (claims["sub"], claims["sid"], claims["azp"], claims["v"], claims["fva"]) == (
-        "user_ada", "sess_1", "http://localhost:3000", 2, [0, -1]
-    )
+    assert (
+        claims["sub"],
+        claims["sid"],
+        claims["azp"],
+        claims["v"],
+        claims["fva"],
+    ) == ("user_ada", "sess_1", "http://localhost:3000", 2, [0, -1])
     assert claims["jti"] and "sts" not in claims and "aud" not in claims
 
 
@@ -390,7 +425,9 @@ def test_token_options_azp_claims_headers(sim):
         headers={"cat": "cl_template", "kid": None},
     )
     header = jwt.get_unverified_header(token)
-    claims = jwt.decode(token, sim.public_key_pem, algorithms=["RS256"])  # networkless PEM
+    claims = jwt.decode(
+        token, sim.public_key_pem, algorithms=["RS256"]
+    )  # networkless PEM
 
     assert "azp" not in claims and "fva" not in claims
     assert claims["sts"] == "pending" and claims["o"]["id"] == "org_1"
@@ -415,7 +452,10 @@ def test_rotate_key_can_keep_the_kid(sim):
     new_jwks = call(sim, "/.well-known/jwks.json")[2]
     (new_key,) = new_jwks["keys"]
 
-    assert new_key["kid"] == old_jwks["keys"][0]["kid"] and new_key["n"] != old_jwks["keys"][0]["n"]
+    assert (
+        new_key["kid"] == old_jwks["keys"][0]["kid"]
+        and new_key["n"] != old_jwks["keys"][0]["n"]
+    )
     public = jwt.PyJWK(new_key).key
     jwt.decode(sim.mint_session_token("user_ada"), public, algorithms=["RS256"])
     with pytest.raises(jwt.InvalidSignatureError):
@@ -436,12 +476,17 @@ def test_publishable_key_encodes_the_frontend_host_as_clerk_does(sim):
 # --------------------------------------------------------------------- webhooks and CLI
 
 
-def test_deliver_webhook_creates_the_user_in_a_live_django(sim, live_server, transactional_db):
+def test_deliver_webhook_creates_the_user_in_a_live_django(
+    sim, live_server, transactional_db
+):
     url = live_server.url + reverse("django_clerk_sync:webhook")
     user = sim.add_user("user_ada", email="ada@example.com", first_name="Ada")
 
     status, _, body = sim.deliver_webhook(url, SECRET, "user.created", user)
-    assert (status, json.loads(body)) == (200, {"status": "processed", "outcome": "created"})
+    assert (status, json.loads(body)) == (
+        200,
+        {"status": "processed", "outcome": "created"},
+    )
     assert get_user("user_ada").email == "ada@example.com"
 
     sim.delete_user("user_ada")
@@ -452,9 +497,21 @@ def test_deliver_webhook_creates_the_user_in_a_live_django(sim, live_server, tra
 
 def test_command_line_prints_what_to_configure_and_serves():
     process = subprocess.Popen(
-        [sys.executable, "-m", "django_clerk_sync.simulator", "--port", "0",
-         "--users", "3", "--rate-limit", "50/10", "--quiet"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "django_clerk_sync.simulator",
+            "--port",
+            "0",
+            "--users",
+            "3",
+            "--rate-limit",
+            "50/10",
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = []
@@ -471,7 +528,8 @@ def test_command_line_prints_what_to_configure_and_serves():
         assert "CLERK_SECRET_KEY      = sk_test_simulator" in output
         assert "50 requests / 10 s" in output
         request = urllib.request.Request(
-            url + "/v1/users/count", headers={"Authorization": "Bearer sk_test_simulator"}
+            url + "/v1/users/count",
+            headers={"Authorization": "Bearer sk_test_simulator"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["total_count"] == 3
@@ -484,10 +542,18 @@ def test_command_line_prints_what_to_configure_and_serves():
 def test_command_line_help_shows_the_defaults():
     result = subprocess.run(
         [sys.executable, "-m", "django_clerk_sync.simulator", "--help"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for default in ["(default: 8765)", "(default: 25)", "(default: 0)",
-                    "(default: 100/10)", "(default: sk_test_simulator)"]:
+    for default in [
+        "(default: 8765)",
+        "(default: 25)",
+        "(default: 0)",
+        "(default: 100/10)",
+        "(default: sk_test_simulator)",
+    ]:
         assert default in text

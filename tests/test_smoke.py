@@ -14,7 +14,11 @@ def test_created_then_updated(deliver, signals_received):
     r = deliver(load_event("user_updated"))
     assert r.status_code == 200, r.content
     user.refresh_from_db()
-    assert (user.email, user.last_name, user.username) == ("new-primary@example.org", "Renamed", "example")
+    assert (user.email, user.last_name, user.username) == (
+        "new-primary@example.org",
+        "Renamed",
+        "example",
+    )
     assert [s[0] for s in signals_received] == ["synced", "synced"]
     assert WebhookEvent.objects.filter(status="processed").count() == 2
     r = deliver(load_event("user_deleted"))

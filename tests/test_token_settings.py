@@ -28,12 +28,18 @@ def whoami(token):
     return Client().get("/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
-@pytest.mark.parametrize("name", ["CLERK_ACCEPT_TOKENS_WITHOUT_AZP", "CLERK_ALLOW_PENDING_SESSIONS"])
+@pytest.mark.parametrize(
+    "name", ["CLERK_ACCEPT_TOKENS_WITHOUT_AZP", "CLERK_ALLOW_PENDING_SESSIONS"]
+)
 def test_a_string_false_is_false_and_named_by_e039(sim, clerk_env, linked, name):
     setattr(clerk_env, name, "False")  # as an environment variable gives it
 
     assert "django_clerk_sync.E039" in ids(run_checks())
-    claims = {"azp": None} if name == "CLERK_ACCEPT_TOKENS_WITHOUT_AZP" else {"sts": "pending"}
+    claims = (
+        {"azp": None}
+        if name == "CLERK_ACCEPT_TOKENS_WITHOUT_AZP"
+        else {"sts": "pending"}
+    )
     response = whoami(sim.mint_session_token(CLERK_ID, claims=claims))
     assert response.status_code == 200
     assert response.json()["authenticated"] is False
@@ -41,7 +47,9 @@ def test_a_string_false_is_false_and_named_by_e039(sim, clerk_env, linked, name)
 
 
 @pytest.mark.parametrize("parties", [5, True, {"https://app.example": 1}.keys()])
-def test_authorized_parties_of_the_wrong_type_fail_closed(sim, clerk_env, linked, parties):
+def test_authorized_parties_of_the_wrong_type_fail_closed(
+    sim, clerk_env, linked, parties
+):
     clerk_env.CLERK_AUTHORIZED_PARTIES = parties
 
     assert "django_clerk_sync.E036" in ids(run_checks())
@@ -96,7 +104,10 @@ def test_a_jwks_url_that_is_not_http_is_a_failed_fetch_logged_once(
             response = whoami(sim.mint_session_token(CLERK_ID))
             assert response.status_code == 200
             body = response.json()
-            assert (body["authenticated"], body["rejection"]) == (False, "keys_unavailable")
+            assert (body["authenticated"], body["rejection"]) == (
+                False,
+                "keys_unavailable",
+            )
     failures = [r for r in caplog.records if "JWKS" in r.getMessage()]
     assert len(failures) == 1  # one fetch per cooldown, so one line
     assert "is not an http(s) URL" in failures[0].getMessage()
@@ -150,7 +161,9 @@ def test_first_sight_fetch_uses_the_defaults_for_unusable_api_settings(
     clerk_env.CLERK_API_URL = sim.url
     clerk_env.CLERK_SECRET_KEY = sim.secret_key
     setattr(clerk_env, name, value)
-    clerk_id = "user_2fetch" + hashlib.sha256(repr((name, value)).encode()).hexdigest()[:12]
+    clerk_id = (
+        "user_2fetch" + hashlib.sha256(repr((name, value)).encode()).hexdigest()[:12]
+    )
     sim.add_user(clerk_id, username=clerk_id[-12:])
 
     if value is not None:  # None reads as unset, so the default, and no check

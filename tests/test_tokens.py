@@ -20,8 +20,7 @@ from django_clerk_sync import jwks, tokens
 from django_clerk_sync.simulator import ClerkSimulator
 from django_clerk_sync.tokens import Reason, TokenRejected
 
-from .token_support import clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
-from .token_support import FRONTEND, JWKSServer
+from .token_support import FRONTEND, JWKSServer, clerk_env, fresh_verifiers, sim  # noqa: F401  (fixtures)
 
 JWKS = "/.well-known/jwks.json"
 
@@ -590,7 +589,9 @@ def test_past_the_ttl_held_keys_are_served_while_one_refresh_runs(sim, verifier,
     sim.delay = 1.0  # and Clerk's JWKS endpoint is slow
 
     for n in range(8):
-        session = verifier.verify(sim.mint_session_token(f"user_{n}", iat=int(clock.now)))
+        session = verifier.verify(
+            sim.mint_session_token(f"user_{n}", iat=int(clock.now))
+        )
         assert session.user_id == f"user_{n}"
     # The simulator counts a request once answered: none of the eight waited for it.
     assert sim.request_count(JWKS) == 1
@@ -836,13 +837,15 @@ def run_checks_ids():
             "not an RSA",
         ),
         (
-            lambda: other_private_key()
-            .private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            .decode(),
+            lambda: (
+                other_private_key()
+                .private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                .decode()
+            ),
             "is a private key",
         ),
         (lambda: "not a key at all", "is not a PEM public key"),

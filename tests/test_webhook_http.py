@@ -231,6 +231,7 @@ def test_header_names_accepted(post, transactional_db, names):
         zip(
             names,
             (signed["svix-id"], signed["svix-timestamp"], signed["svix-signature"]),
+            strict=False,
         )
     )
 

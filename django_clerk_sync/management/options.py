@@ -13,7 +13,9 @@ def milliseconds(value, option):
     text = str(value).strip()
     if text.isascii() and text.isdigit():
         if len(text) > 18:  # past any real time, and past what int() reads at 4,300
-            raise CommandError(f"bad {option} {text[:20]!r}...: too large for Unix milliseconds")
+            raise CommandError(
+                f"bad {option} {text[:20]!r}...: too large for Unix milliseconds"
+            )
         return int(text)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -102,9 +102,15 @@ def test_an_email_swap_delivered_out_of_order_is_retried_until_it_applies(
     """In Clerk, B moves from b@ to b2@, then A takes b@; Svix delivers A's update
     first. Clerk keeps emails unique, so the clash with another Clerk user is a
     change still on its way: 500 (Svix retries), never a 409 that drops it."""
-    deliver(event("user.created", clerk_user("user_a", email="a@example.org", updated_at=1)))
-    deliver(event("user.created", clerk_user("user_b", email="b@example.org", updated_at=1)))
-    a_takes_b = event("user.updated", clerk_user("user_a", email="b@example.org", updated_at=3))
+    deliver(
+        event("user.created", clerk_user("user_a", email="a@example.org", updated_at=1))
+    )
+    deliver(
+        event("user.created", clerk_user("user_b", email="b@example.org", updated_at=1))
+    )
+    a_takes_b = event(
+        "user.updated", clerk_user("user_a", email="b@example.org", updated_at=3)
+    )
 
     response = deliver(a_takes_b, svix_id="msg_swap")
 
@@ -117,7 +123,11 @@ def test_an_email_swap_delivered_out_of_order_is_retried_until_it_applies(
     assert "b@example.org" not in stored.outcome
     assert get_user("user_a").email == "a@example.org"  # nothing half-applied
 
-    deliver(event("user.updated", clerk_user("user_b", email="b2@example.org", updated_at=2)))
+    deliver(
+        event(
+            "user.updated", clerk_user("user_b", email="b2@example.org", updated_at=2)
+        )
+    )
     retry = deliver(a_takes_b, svix_id="msg_swap")  # Svix's retry
 
     assert processed(retry, "updated")
@@ -264,5 +274,9 @@ def test_a_page_falling_back_to_one_user_at_a_time_logs_no_email(caplog):
         "user_clash": sync.FAILED,
         "user_fine": sync.CREATED,
     }
-    assert any("fell back to one user at a time" in r.getMessage() for r in caplog.records)
-    assert not [r.getMessage() for r in caplog.records if "@example.org" in r.getMessage()]
+    assert any(
+        "fell back to one user at a time" in r.getMessage() for r in caplog.records
+    )
+    assert not [
+        r.getMessage() for r in caplog.records if "@example.org" in r.getMessage()
+    ]

@@ -26,9 +26,7 @@ class Command(BaseCommand):
             help="only users created after TIME (Unix ms or ISO 8601); also resumes "
             "an interrupted run from the cursor it printed",
         )
-        parser.add_argument(
-            "--limit", type=int, metavar="N", help="stop after N users"
-        )
+        parser.add_argument("--limit", type=int, metavar="N", help="stop after N users")
         parser.add_argument(
             "--page-size",
             type=int,
@@ -56,7 +54,9 @@ class Command(BaseCommand):
         page_size = options["page_size"]
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             # Clerk would silently answer 10 users per page: refuse instead.
-            raise CommandError(f"--page-size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
+            raise CommandError(
+                f"--page-size must be 1 to {MAX_PAGE_SIZE}, not {page_size}"
+            )
         if not 0 <= options["max_missing"] <= 100:
             raise CommandError("--max-missing is a percentage, 0 to 100")
         if options["limit"] is not None and options["limit"] < 1:
@@ -96,9 +96,7 @@ class Command(BaseCommand):
         except BackfillError as exc:
             self._end_live_line()
             self._summary(exc.report, options)
-            raise CommandError(
-                f"stopped: {exc}.{self._resume_hint(exc.report)}"
-            )
+            raise CommandError(f"stopped: {exc}.{self._resume_hint(exc.report)}")
         except KeyboardInterrupt:
             self._end_live_line()
             raise CommandError("interrupted; users applied so far are kept")
@@ -134,8 +132,10 @@ class Command(BaseCommand):
         if self.verbosity < 1:
             return
         verb = "would be " if options["dry_run"] else ""
-        lines = [f"{report.seen:,} Clerk users read in {report.pages} page(s), "
-                 f"{report.requests} request(s)"]
+        lines = [
+            f"{report.seen:,} Clerk users read in {report.pages} page(s), "
+            f"{report.requests} request(s)"
+        ]
         for outcome, label in SUMMARY_LINES:
             lines.append(f"  {label}: {report.counts[outcome]:,}")
         if options["deactivate_missing"]:
@@ -144,8 +144,14 @@ class Command(BaseCommand):
                     f"  missing from Clerk, {verb}deactivated: {report.deactivated:,}"
                 )
             else:
-                lines.append("  missing from Clerk: not applied (the listing was incomplete)")
-        if report.expected is not None and report.complete and report.expected != report.seen:
+                lines.append(
+                    "  missing from Clerk: not applied (the listing was incomplete)"
+                )
+        if (
+            report.expected is not None
+            and report.complete
+            and report.expected != report.seen
+        ):
             lines.append(
                 f"Clerk counted {report.expected:,} users at the start but {report.seen:,} "
                 "were listed (users created or deleted during the run); run again to "

@@ -52,7 +52,9 @@ class Command(BaseCommand):
         try:
             cutoff = timezone.now() - _age(options["older_than"])
         except OverflowError:
-            raise CommandError(f"--older-than {options['older_than']!r} is before year 1")
+            raise CommandError(
+                f"--older-than {options['older_than']!r} is before year 1"
+            )
         events = WebhookEvent.objects.filter(received_at__lt=cutoff)
         if not options["include_failed"]:
             events = events.filter(
@@ -65,4 +67,6 @@ class Command(BaseCommand):
             count, _ = events.delete()
             verb = "deleted"
         if options["verbosity"] >= 1:
-            self.stdout.write(f"{count} event(s) received before {cutoff:%Y-%m-%d %H:%M} UTC {verb}")
+            self.stdout.write(
+                f"{count} event(s) received before {cutoff:%Y-%m-%d %H:%M} UTC {verb}"
+            )

@@ -43,7 +43,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not (options["failed"] or options["received"] or options["ids"]):
-            raise CommandError("say which events: --failed, --received and/or --ids ...")
+            raise CommandError(
+                "say which events: --failed, --received and/or --ids ..."
+            )
         statuses = []
         if options["failed"]:
             statuses.append(WebhookEvent.Status.FAILED)
@@ -52,9 +54,13 @@ class Command(BaseCommand):
         events = WebhookEvent.objects.order_by("received_at", "pk")
         if options["ids"]:
             events = events.filter(svix_id__in=options["ids"])
-            missing = set(options["ids"]) - set(events.values_list("svix_id", flat=True))
+            missing = set(options["ids"]) - set(
+                events.values_list("svix_id", flat=True)
+            )
             if missing:
-                raise CommandError(f"no stored event with svix-id {', '.join(sorted(missing))}")
+                raise CommandError(
+                    f"no stored event with svix-id {', '.join(sorted(missing))}"
+                )
         else:
             events = events.filter(status__in=statuses)
         if options["type"]:
@@ -72,10 +78,14 @@ class Command(BaseCommand):
         for event in list(events):
             if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
                 # Named by --ids: processing is idempotent, so say so and move on.
-                self.stdout.write(f"{event.svix_id}: already {event.status} ({event.outcome})")
+                self.stdout.write(
+                    f"{event.svix_id}: already {event.status} ({event.outcome})"
+                )
                 continue
             if options["dry_run"]:
-                self.stdout.write(f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})")
+                self.stdout.write(
+                    f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})"
+                )
                 done += 1
                 continue
             try:
@@ -87,7 +97,9 @@ class Command(BaseCommand):
                 continue
             except Exception as exc:
                 failed += 1
-                self.stderr.write(f"{event.svix_id}: failed again ({type(exc).__name__})")
+                self.stderr.write(
+                    f"{event.svix_id}: failed again ({type(exc).__name__})"
+                )
                 continue
             done += 1
             self.stdout.write(f"{event.svix_id}: {event.status} ({event.outcome})")

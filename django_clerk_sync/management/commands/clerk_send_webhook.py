@@ -130,7 +130,7 @@ class Command(BaseCommand):
     def _checked_url(self, url):
         try:
             parts = urlsplit(url)
-            parts.port  # raises ValueError for a bad port
+            parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
             raise CommandError(f"bad URL {url!r}: {exc}")
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -26,7 +26,9 @@ class Command(BaseCommand):
         by_status = dict(
             WebhookEvent.objects.values_list("status").annotate(n=Count("pk"))
         )
-        events = {status: by_status.get(status, 0) for status in WebhookEvent.Status.values}
+        events = {
+            status: by_status.get(status, 0) for status in WebhookEvent.Status.values
+        }
         last = WebhookEvent.objects.aggregate(at=Max("received_at"))["at"]
         oldest_failure = WebhookEvent.objects.filter(
             status=WebhookEvent.Status.FAILED
@@ -61,4 +63,3 @@ class Command(BaseCommand):
                 f"{events[WebhookEvent.Status.FAILED]} failed event(s) pending: see "
                 "manage.py clerk_replay_events --failed"
             )
-

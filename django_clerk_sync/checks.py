@@ -5,7 +5,11 @@ Ids are stable; docs/settings.md lists them.
 
 import base64
 import binascii
+import difflib
+import functools
 import math
+import re
+from pathlib import Path
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -191,6 +195,87 @@ def check_on_delete(app_configs=None, **kwargs):
     ]
 
 
+# --- Setting names ---------------------------------------------------------------------
+
+#: Names Clerk's own SDKs and frontends read (Clerk's "environment variables"
+#: reference): a project may keep them in its settings for its templates, so they are
+#: not reported as misspellings of this package's settings.
+CLERK_SDK_SETTINGS = frozenset(
+    {
+        "CLERK_API_VERSION",
+        "CLERK_DOMAIN",
+        "CLERK_ENCRYPTION_KEY",
+        "CLERK_IS_SATELLITE",
+        "CLERK_JS_URL",
+        "CLERK_JS_VERSION",
+        "CLERK_MACHINE_SECRET_KEY",
+        "CLERK_PROXY_URL",
+        "CLERK_SIGN_IN_FALLBACK_REDIRECT_URL",
+        "CLERK_SIGN_IN_FORCE_REDIRECT_URL",
+        "CLERK_SIGN_IN_URL",
+        "CLERK_SIGN_UP_FALLBACK_REDIRECT_URL",
+        "CLERK_SIGN_UP_FORCE_REDIRECT_URL",
+        "CLERK_SIGN_UP_URL",
+        "CLERK_TELEMETRY_DEBUG",
+        "CLERK_TELEMETRY_DISABLED",
+    }
+)
+
+#: ``{name: the setting this package reads instead}``: names removed or renamed in a
+#: release (none so far), and names Clerk's SDKs give one of this package's settings.
+RENAMED_SETTINGS = {
+    # @clerk/backend's verifyWebhook() reads CLERK_WEBHOOK_SIGNING_SECRET.
+    "CLERK_WEBHOOK_SIGNING_SECRET": "CLERK_WEBHOOK_SECRET",
+}
+
+_SETTING_NAME = re.compile(r"""["'`](CLERK_[A-Z][A-Z0-9_]*)["'`]""")
+
+
+@functools.cache
+def known_setting_names():
+    """Every ``CLERK_`` setting this package reads, derived from its source: each name
+    quoted in a module (``getattr(settings, "CLERK_...")``, the ``conf`` docstrings
+    that open with the name), minus the two tables above. Cached: the source does not
+    change while the process runs."""
+    package = Path(__file__).resolve().parent
+    names = set()
+    for path in package.rglob("*.py"):
+        if "migrations" not in path.parts:
+            names.update(_SETTING_NAME.findall(path.read_text(encoding="utf-8")))
+    return frozenset(names - CLERK_SDK_SETTINGS - set(RENAMED_SETTINGS))
+
+
+@register(Tags.compatibility)
+def check_setting_names(app_configs=None, **kwargs):
+    known = known_setting_names()
+    configured = {name for name in dir(settings) if name.startswith("CLERK_")}
+    messages = []
+    for name in sorted(configured - known - CLERK_SDK_SETTINGS):
+        instead = RENAMED_SETTINGS.get(name)
+        if instead and getattr(settings, instead, None) not in (None, "", [], ()):
+            continue  # both set: the other name is for Clerk's own SDK
+        if instead:
+            problem = f"this package reads {instead} instead"
+            hint = f"Rename {name} to {instead}."
+        else:
+            problem = "this package reads no such setting"
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = (
+                f"Did you mean {close[0]}?"
+                if close
+                else "docs/settings.md lists the settings this package reads."
+            )
+        messages.append(
+            Warning(
+                f"{name} is set, but {problem}, so it has no effect.",
+                hint=hint + " If the setting is for something else, add "
+                '"django_clerk_sync.W002" to SILENCED_SYSTEM_CHECKS.',
+                id="django_clerk_sync.W002",
+            )
+        )
+    return messages
+
+
 # --- Session tokens (middleware, authentication backend, DRF) -------------------------
 
 MIDDLEWARE_PATH = "django_clerk_sync.middleware.ClerkAuthenticationMiddleware"
@@ -235,7 +320,7 @@ def check_session_token_settings(app_configs=None, **kwargs):
     from .conf import frontend_api_host
     from .jwks import InvalidKey, load_pem_public_key
 
-    messages = []
+    messages: list[Error | Warning] = []
     pem = getattr(settings, "CLERK_JWT_KEY", None)
     if pem not in (None, ""):
         try:
@@ -502,6 +587,175 @@ def check_clerk_endpoint_settings(app_configs=None, **kwargs):
                 hint=f"Name one of CACHES ({aliases or 'none configured'}), or remove "
                 "it.",
                 id="django_clerk_sync.E045",
+            )
+        )
+    return messages
+
+
+# --- Deferred processing (processing.py, tasks.py) -----------------------------------
+
+
+@register()
+def check_processing_settings(app_configs=None, **kwargs):
+    """CLERK_SYNC_PROCESSING and the task settings: E050 to E056."""
+    from .conf import ENQUEUE_FAILURE_POLICIES, PROCESSING_MODES
+
+    messages = []
+    processing = getattr(settings, "CLERK_SYNC_PROCESSING", "inline")
+    if processing not in PROCESSING_MODES:
+        messages.append(
+            Error(
+                f"CLERK_SYNC_PROCESSING must be one of {', '.join(map(repr, PROCESSING_MODES))}, "
+                f"not {processing!r}. Events are processed inline meanwhile.",
+                hint='"inline" processes each event in the webhook request (the '
+                'default); "django_tasks" or "celery" hand it to that task engine '
+                "(docs/deployment.md).",
+                id="django_clerk_sync.E050",
+            )
+        )
+    policy = getattr(settings, "CLERK_SYNC_ENQUEUE_FAILURE", "retry")
+    if policy not in ENQUEUE_FAILURE_POLICIES:
+        messages.append(
+            Error(
+                f'CLERK_SYNC_ENQUEUE_FAILURE must be "retry" or "inline", not '
+                f'{policy!r}. It counts as "retry" meanwhile.',
+                hint='"retry" answers 503 when the queue is down, so Svix delivers '
+                'the stored event again; "inline" processes it in the request.',
+                id="django_clerk_sync.E054",
+            )
+        )
+    queue = getattr(settings, "CLERK_SYNC_TASK_QUEUE", None)
+    if queue is not None and not (isinstance(queue, str) and queue):
+        messages.append(
+            Error(
+                f"CLERK_SYNC_TASK_QUEUE must be the name of a queue (a non-empty "
+                f"string), not {queue!r}. The engine's default queue is used "
+                "meanwhile.",
+                hint="Name a queue your workers consume, or remove it.",
+                id="django_clerk_sync.E055",
+            )
+        )
+    messages += _task_number_problems()
+    if processing == "celery":
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            messages.append(
+                Error(
+                    'CLERK_SYNC_PROCESSING is "celery" but celery is not installed: '
+                    "every webhook delivery fails to enqueue (503, or processed "
+                    'inline if CLERK_SYNC_ENQUEUE_FAILURE is "inline").',
+                    hint='pip install "django-clerk-sync[celery]", or set '
+                    'CLERK_SYNC_PROCESSING = "inline".',
+                    id="django_clerk_sync.E051",
+                )
+            )
+    elif processing == "django_tasks":
+        messages += _django_tasks_problems()
+    return messages
+
+
+def _task_number_problems():
+    messages = []
+    for name, default, whole, least in (
+        ("CLERK_SYNC_SWEEP_AFTER", 600, False, 0),
+        ("CLERK_SYNC_TASK_RETRY_DELAY", 30, False, 0),
+        ("CLERK_SYNC_TASK_MAX_ATTEMPTS", 8, True, 1),
+    ):
+        value = getattr(settings, name, default)
+        usable = (
+            (isinstance(value, int) if whole else _is_number(value))
+            and not isinstance(value, bool)
+            and value >= least
+        )
+        if not usable:
+            kind = (
+                "whole number, 1 or more" if whole else "number of seconds, 0 or more"
+            )
+            messages.append(
+                Error(
+                    f"{name} must be a {kind}, not {value!r}. The default "
+                    f"({default}) is used meanwhile.",
+                    hint=f"Set a number, or remove it to use the default ({default}). "
+                    "Environment variables are strings: convert them.",
+                    id="django_clerk_sync.E056",
+                )
+            )
+    return messages
+
+
+def _django_tasks_problems():
+    from .conf import clerk_settings
+    from .tasks import DJANGO_TASK_ERROR, django_task_framework, process_event_task
+
+    framework = django_task_framework()
+    if framework is None:
+        return [
+            Error(
+                'CLERK_SYNC_PROCESSING is "django_tasks" but neither django.tasks '
+                "(Django 6) nor the django-tasks package is installed: every webhook "
+                "delivery fails to enqueue.",
+                hint='pip install "django-clerk-sync[tasks]" (and a backend such as '
+                "django-tasks-db), or upgrade to Django 6, or set "
+                'CLERK_SYNC_PROCESSING = "inline".',
+                id="django_clerk_sync.E052",
+            )
+        ]
+    messages = []
+    alias = getattr(settings, "CLERK_SYNC_TASK_BACKEND", None)
+    if alias is not None and not (isinstance(alias, str) and alias):
+        messages.append(
+            Error(
+                f"CLERK_SYNC_TASK_BACKEND must be an alias in TASKS (a non-empty "
+                f'string), not {alias!r}. "default" is used meanwhile.',
+                hint='Name one of TASKS, or remove it to use "default".',
+                id="django_clerk_sync.E053",
+            )
+        )
+    alias = clerk_settings.TASK_BACKEND
+    configured = framework.task_backends.settings
+    if alias not in configured:
+        return messages + [
+            Error(
+                f"CLERK_SYNC_TASK_BACKEND is {alias!r}, which is not an alias in "
+                "TASKS: every webhook delivery fails to enqueue.",
+                hint=f"Add {alias!r} to TASKS (e.g. with BACKEND "
+                '"django_tasks_db.DatabaseBackend"), or set CLERK_SYNC_TASK_BACKEND '
+                f"to one of {', '.join(map(repr, configured)) or 'its aliases'}.",
+                id="django_clerk_sync.E053",
+            )
+        ]
+    try:
+        backend = framework.task_backends[alias]
+    except Exception as exc:
+        return messages + [
+            Error(
+                f"TASKS[{alias!r}] (CLERK_SYNC_TASK_BACKEND) cannot be loaded: "
+                f"{type(exc).__name__}: {exc}",
+                hint="Fix its BACKEND path and install the package providing it.",
+                id="django_clerk_sync.E053",
+            )
+        ]
+    if process_event_task is None:
+        return messages + [
+            Error(
+                f"The processing task cannot be made with Django's tasks framework: "
+                f"{DJANGO_TASK_ERROR}",
+                hint='TASKS needs a usable "default" alias, or CLERK_SYNC_TASK_BACKEND '
+                "naming one.",
+                id="django_clerk_sync.E053",
+            )
+        ]
+    queue = clerk_settings.TASK_QUEUE or "default"
+    if backend.queues and queue not in backend.queues:
+        messages.append(
+            Error(
+                f"CLERK_SYNC_TASK_QUEUE {queue!r} is not one of TASKS[{alias!r}]"
+                f"['QUEUES'] ({', '.join(map(repr, sorted(backend.queues)))}): every "
+                "webhook delivery fails to enqueue.",
+                hint=f"Add {queue!r} to TASKS[{alias!r}]['QUEUES'], or set "
+                "CLERK_SYNC_TASK_QUEUE to one of them.",
+                id="django_clerk_sync.E055",
             )
         )
     return messages

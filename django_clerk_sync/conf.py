@@ -4,10 +4,14 @@ Nothing here is computed at import time, so ``override_settings`` (in tests) and
 settings changed at run time take effect at once.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import math
 import urllib.parse
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings as django_settings
 
@@ -25,10 +29,17 @@ DEFAULT_API_URL = "https://api.clerk.com"
 DEFAULT_API_RATE_LIMIT = (100, 10)
 DEFAULT_API_MAX_RETRIES = 5
 
+PROCESSING_MODES = ("inline", "django_tasks", "celery")
+ENQUEUE_FAILURE_POLICIES = ("retry", "inline")
+DEFAULT_TASK_BACKEND = "default"
+DEFAULT_SWEEP_AFTER = 600
+DEFAULT_TASK_MAX_ATTEMPTS = 8
+DEFAULT_TASK_RETRY_DELAY = 30
+
 
 class ClerkSyncSettings:
     @property
-    def WEBHOOK_SECRETS(self):
+    def WEBHOOK_SECRETS(self) -> list[str]:
         """``CLERK_WEBHOOK_SECRET``: the endpoint's signing secret(s) from the Clerk
         dashboard (``whsec_...``). A string, or a list of strings while rotating a
         secret or receiving from several Clerk instances; a delivery signed with any
@@ -44,7 +55,7 @@ class ClerkSyncSettings:
         return []  # no usable secret (system check E001 names the mistake)
 
     @property
-    def FIELD_MAP(self):
+    def FIELD_MAP(self) -> dict[str, Any]:
         """``CLERK_SYNC_FIELD_MAP``: ``{user model field: source}``. A source is a
         computed name (``primary_email``, ``primary_phone``, ``full_name``,
         ``image_url``), a dotted path into the Clerk user JSON
@@ -70,7 +81,7 @@ class ClerkSyncSettings:
         return {field: source for field, source in defaults.items() if field in fields}
 
     @property
-    def ON_DELETE(self):
+    def ON_DELETE(self) -> str | Callable[..., Any]:
         """``CLERK_SYNC_ON_DELETE``: what a ``user.deleted`` does to the Django user.
         ``"deactivate"`` (default: ``is_active=False``, nothing lost), ``"delete"``,
         or a callable (or ``"module.path:function"``) called with the user."""
@@ -80,7 +91,7 @@ class ClerkSyncSettings:
     # its JWKS source).
 
     @property
-    def API_URL(self):
+    def API_URL(self) -> str:
         """``CLERK_API_URL``: the Backend API base URL, for a proxy or the Clerk
         simulator. Default ``"https://api.clerk.com"``, also used while the value is
         not a string (system check E040 names the mistake)."""
@@ -90,13 +101,13 @@ class ClerkSyncSettings:
         return value.strip().rstrip("/")
 
     @property
-    def SECRET_KEY(self):
+    def SECRET_KEY(self) -> str:
         """``CLERK_SECRET_KEY``: the instance's Backend API secret key
         (``sk_test_...`` / ``sk_live_...``). Default: unset."""
         return getattr(django_settings, "CLERK_SECRET_KEY", None) or ""
 
     @property
-    def HTTP_TIMEOUT(self):
+    def HTTP_TIMEOUT(self) -> float:
         """``CLERK_HTTP_TIMEOUT``: seconds to wait for Clerk's servers on one request.
         Default 5."""
         return _number(
@@ -104,7 +115,7 @@ class ClerkSyncSettings:
         )
 
     @property
-    def API_RATE_LIMIT(self):
+    def API_RATE_LIMIT(self) -> tuple[int, float]:
         """``CLERK_API_RATE_LIMIT``: ``(requests, seconds)``: the most Backend API
         requests this process sends per window. Default ``(100, 10)``, a development
         instance's limit; production instances allow ``(1000, 10)``. The default is
@@ -116,7 +127,7 @@ class ClerkSyncSettings:
         return int(requests), float(seconds)
 
     @property
-    def API_MAX_RETRIES(self):
+    def API_MAX_RETRIES(self) -> int:
         """``CLERK_API_MAX_RETRIES``: how often one Backend API request is retried
         after a 429, a 5xx or a timeout before the backfill gives up (it keeps what
         it applied and prints how to resume). Default 5, also used while the value is
@@ -129,7 +140,7 @@ class ClerkSyncSettings:
     # Session tokens (the middleware, the authentication backend, DRF).
 
     @property
-    def PUBLISHABLE_KEY(self):
+    def PUBLISHABLE_KEY(self) -> str:
         """``CLERK_PUBLISHABLE_KEY``: the instance's publishable key
         (``pk_test_...`` / ``pk_live_...``). It encodes the Frontend API host, which
         gives the issuer tokens must carry (``https://<host>``), the public JWKS URL,
@@ -138,7 +149,7 @@ class ClerkSyncSettings:
         return value.strip() if isinstance(value, str) else ""
 
     @property
-    def JWT_KEY(self):
+    def JWT_KEY(self) -> Any:
         """``CLERK_JWT_KEY``: the PEM "JWKS Public Key" from the dashboard (API keys
         page). When set, tokens are verified with it alone, networkless: no JWKS is
         fetched. The literal ``\\n`` form that environment files often hold is
@@ -151,7 +162,7 @@ class ClerkSyncSettings:
         return value.strip().strip("\"'").replace("\\r", "").replace("\\n", "\n")
 
     @property
-    def AUTHORIZED_PARTIES(self):
+    def AUTHORIZED_PARTIES(self) -> list[str]:
         """``CLERK_AUTHORIZED_PARTIES``: the origins (``"https://app.example.com"``)
         allowed to have minted a token, compared with its ``azp`` claim. Empty (the
         default) accepts any ``azp``; system check W030 warns about that."""
@@ -165,7 +176,7 @@ class ClerkSyncSettings:
         return [p.rstrip("/") for p in value if isinstance(p, str) and p]
 
     @property
-    def ACCEPT_TOKENS_WITHOUT_AZP(self):
+    def ACCEPT_TOKENS_WITHOUT_AZP(self) -> bool:
         """``CLERK_ACCEPT_TOKENS_WITHOUT_AZP``: whether a token with no ``azp`` claim
         is accepted. Clerk leaves ``azp`` out of tokens minted without an ``Origin``
         header: on top-level navigations (the handshake that refreshes the
@@ -174,7 +185,7 @@ class ClerkSyncSettings:
         return _flag(getattr(django_settings, "CLERK_ACCEPT_TOKENS_WITHOUT_AZP", True))
 
     @property
-    def JWT_ISSUER(self):
+    def JWT_ISSUER(self) -> str:
         """``CLERK_JWT_ISSUER``: the exact ``iss`` tokens must carry (the Frontend API
         URL, ``https://clerk.example.com`` or ``https://<slug>.clerk.accounts.dev``).
         Default: derived from ``CLERK_PUBLISHABLE_KEY``; ``""`` when neither is set,
@@ -187,7 +198,7 @@ class ClerkSyncSettings:
         return f"https://{host}" if host else ""
 
     @property
-    def JWKS_URL(self):
+    def JWKS_URL(self) -> str:
         """``CLERK_JWKS_URL``: where to fetch the signing keys. Default: the Backend
         API's ``{CLERK_API_URL}/v1/jwks`` when ``CLERK_SECRET_KEY`` is set, otherwise
         the public ``{issuer}/.well-known/jwks.json``. The secret key is only ever
@@ -203,20 +214,20 @@ class ClerkSyncSettings:
         return f"{issuer}/.well-known/jwks.json" if issuer else ""
 
     @property
-    def JWT_LEEWAY(self):
+    def JWT_LEEWAY(self) -> float:
         """``CLERK_JWT_LEEWAY``: seconds of clock skew tolerated on ``exp``, ``nbf``
         and ``iat``. Default 5, as Clerk's SDKs."""
         return _number(getattr(django_settings, "CLERK_JWT_LEEWAY", 5), 5)
 
     @property
-    def ALLOW_PENDING_SESSIONS(self):
+    def ALLOW_PENDING_SESSIONS(self) -> bool:
         """``CLERK_ALLOW_PENDING_SESSIONS``: accept tokens of sessions whose ``sts``
         is ``"pending"`` (signed in, but a required step such as choosing an
         organization is not done). Default ``False``: they are rejected."""
         return _flag(getattr(django_settings, "CLERK_ALLOW_PENDING_SESSIONS", False))
 
     @property
-    def JWKS_CACHE_TTL(self):
+    def JWKS_CACHE_TTL(self) -> float:
         """``CLERK_JWKS_CACHE_TTL``: seconds fetched signing keys are used before they
         are fetched again. Default 300, as Clerk's SDKs. A failed refresh keeps
         the keys in use."""
@@ -225,23 +236,25 @@ class ClerkSyncSettings:
         )
 
     @property
-    def JWKS_REFETCH_COOLDOWN(self):
+    def JWKS_REFETCH_COOLDOWN(self) -> float:
         """``CLERK_JWKS_REFETCH_COOLDOWN``: the least number of seconds between two
         fetches of the signing keys, whatever tokens arrive (an unknown ``kid``, a
-        signature that fails, a failed fetch). Default 10."""
+        signature that fails, a failed fetch); 0 turns it off. Default 10. With
+        ``CLERK_JWKS_CACHE`` it holds across all processes (whole seconds)."""
         return _number(getattr(django_settings, "CLERK_JWKS_REFETCH_COOLDOWN", 10), 10)
 
     @property
-    def JWKS_CACHE(self):
+    def JWKS_CACHE(self) -> str | None:
         """``CLERK_JWKS_CACHE``: the alias of a Django cache (``CACHES``) shared by
-        all processes, so that many workers fetch the keys once. Default ``None``:
+        all processes, through which they share the keys and the refetch cooldown:
+        one fetch per cooldown however many workers need keys. Default ``None``:
         each process keeps its own, as it does while the value is not an alias of
         ``CACHES`` (system check E045). A cache that errors is skipped."""
         value = getattr(django_settings, "CLERK_JWKS_CACHE", None)
         return None if not value or jwks_cache_problem(value) else value
 
     @property
-    def SYNC_FIRST_SIGHT(self):
+    def SYNC_FIRST_SIGHT(self) -> str:
         """``CLERK_SYNC_FIRST_SIGHT``: what a valid token for a Clerk user that has no
         Django user yet does. ``"create"`` (default): create it through the sync path
         from the token's user id; the ``user.created`` webhook fills in the rest.
@@ -249,17 +262,97 @@ class ClerkSyncSettings:
         ``CLERK_SECRET_KEY``). ``"off"``: the request stays anonymous."""
         return getattr(django_settings, "CLERK_SYNC_FIRST_SIGHT", "create")
 
+    # Deferred processing (processing.py, tasks.py, clerk_sweep_events).
+
+    @property
+    def PROCESSING(self) -> str:
+        """``CLERK_SYNC_PROCESSING``: how a stored event is processed. ``"inline"``
+        (default): in the webhook request. ``"django_tasks"``: by a task of Django's
+        tasks framework (``django.tasks`` on Django 6, the ``django-tasks`` package
+        before). ``"celery"``: by a Celery task. In both deferred modes the webhook
+        answers 202 once the event is stored and enqueued. While the value is none of
+        these, events are processed inline (system check E050 names the mistake)."""
+        value = getattr(django_settings, "CLERK_SYNC_PROCESSING", "inline")
+        return value if value in PROCESSING_MODES else "inline"
+
+    @property
+    def ENQUEUE_FAILURE(self) -> str:
+        """``CLERK_SYNC_ENQUEUE_FAILURE``: what the webhook does when a deferred mode
+        cannot enqueue a stored event (the queue is down). ``"retry"`` (default):
+        answer 503, so Svix delivers it again; the event stays stored as
+        ``received``. ``"inline"``: process it in the request instead. An unknown
+        value counts as ``"retry"`` (system check E054)."""
+        value = getattr(django_settings, "CLERK_SYNC_ENQUEUE_FAILURE", "retry")
+        return value if value in ENQUEUE_FAILURE_POLICIES else "retry"
+
+    @property
+    def TASK_QUEUE(self) -> str | None:
+        """``CLERK_SYNC_TASK_QUEUE``: the queue the processing task is sent to, for
+        either engine. Default ``None``: the engine's default queue (``"default"``
+        for Django tasks; Celery's ``task_default_queue`` or its routes). A value
+        that is not a non-empty string is ignored (system check E055)."""
+        value = getattr(django_settings, "CLERK_SYNC_TASK_QUEUE", None)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def TASK_BACKEND(self) -> str:
+        """``CLERK_SYNC_TASK_BACKEND``: the alias in ``TASKS`` whose backend runs the
+        processing task in ``"django_tasks"`` mode. Default ``"default"``, also used
+        while the value is not a non-empty string (system check E053)."""
+        value = getattr(django_settings, "CLERK_SYNC_TASK_BACKEND", None)
+        return value if isinstance(value, str) and value else DEFAULT_TASK_BACKEND
+
+    @property
+    def SWEEP_AFTER(self) -> float:
+        """``CLERK_SYNC_SWEEP_AFTER``: seconds after which ``clerk_sweep_events``
+        takes an event still ``received`` (its task was lost) or failed with a
+        transient error to be stuck, and enqueues it again. Default 600; keep it above
+        the longest backlog the workers clear in a burst. ``--older-than`` overrides
+        it (system check E056 names an unusable value)."""
+        return _number(
+            getattr(django_settings, "CLERK_SYNC_SWEEP_AFTER", DEFAULT_SWEEP_AFTER),
+            DEFAULT_SWEEP_AFTER,
+        )
+
+    @property
+    def TASK_MAX_ATTEMPTS(self) -> int:
+        """``CLERK_SYNC_TASK_MAX_ATTEMPTS``: how many attempts a worker (and the
+        sweep) makes at an event that fails with a transient error before leaving it
+        ``failed`` for ``clerk_replay_events --failed``. Default 8 (about an hour of
+        retries with the default delay), also used while the value is not a whole
+        number, 1 or more (system check E056)."""
+        value = getattr(
+            django_settings, "CLERK_SYNC_TASK_MAX_ATTEMPTS", DEFAULT_TASK_MAX_ATTEMPTS
+        )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return DEFAULT_TASK_MAX_ATTEMPTS
+        return value
+
+    @property
+    def TASK_RETRY_DELAY(self) -> float:
+        """``CLERK_SYNC_TASK_RETRY_DELAY``: seconds before a worker retries an event
+        after its first transient failure; each later retry waits twice as long (at
+        most an hour), give or take a fifth so a burst of failures does not come back
+        at once. Default 30, also used while the value is not a number, 0 or more
+        (system check E056)."""
+        return _number(
+            getattr(
+                django_settings, "CLERK_SYNC_TASK_RETRY_DELAY", DEFAULT_TASK_RETRY_DELAY
+            ),
+            DEFAULT_TASK_RETRY_DELAY,
+        )
+
 
 INVALID_SETTING = "invalid:setting"
 
 
-def _flag(value):
+def _flag(value: object) -> bool:
     """A security switch: only ``True`` itself turns it on. ``"False"`` from an
     environment variable would be truthy; check E039 names the mistake."""
     return value is True
 
 
-def _number(value, default, *, positive=False):
+def _number(value: Any, default: float, *, positive: bool = False) -> float:
     usable = (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -273,7 +366,7 @@ def _number(value, default, *, positive=False):
 # the system checks (which name the mistake) and clerk_backfill (which refuses to run).
 
 
-def http_url_problem(value):
+def http_url_problem(value: object) -> str | None:
     """Why ``value`` is not an http(s) URL with a host, or ``None``."""
     if not isinstance(value, str):
         return f"is not a string ({type(value).__name__})"
@@ -290,7 +383,7 @@ def http_url_problem(value):
     return None
 
 
-def rate_limit_problem(value):
+def rate_limit_problem(value: object) -> str | None:
     """Why ``value`` is not a ``(requests, seconds)`` pair, or ``None``."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         return "is not a pair (requests, seconds)"
@@ -302,13 +395,13 @@ def rate_limit_problem(value):
     return None
 
 
-def max_retries_problem(value):
+def max_retries_problem(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         return "is not a whole number, 0 or more"
     return None
 
 
-def jwks_cache_problem(value):
+def jwks_cache_problem(value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -319,7 +412,7 @@ def jwks_cache_problem(value):
     return None
 
 
-def is_finite_number(value):
+def is_finite_number(value: object) -> bool:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -327,7 +420,7 @@ def is_finite_number(value):
     )
 
 
-def frontend_api_host(publishable_key):
+def frontend_api_host(publishable_key: object) -> str:
     """The Frontend API host a publishable key encodes, or ``""``.
 
     The key is ``pk_test_`` / ``pk_live_`` then base64 of ``"<host>$"``.

@@ -103,7 +103,8 @@ def _apply(event):
         if event_type in USER_SYNC_TYPES:
             return sync.sync_user(data, source="webhook")
         if event_type == USER_DELETE_TYPE:
-            return sync.delete_user(data.get("id"), source="webhook")
+            # An unusable id is refused there, with InvalidClerkUser (caught below).
+            return sync.delete_user(data.get("id"), source="webhook")  # type: ignore[arg-type]
     except sync.InvalidClerkUser as exc:
         raise Ignored(f"{event_type} without a user id: {exc}")
     raise Ignored(f"unhandled event type {event_type[:60]!r}")
@@ -150,6 +151,15 @@ def _record_failure(event, exc, *, permanent, committed):
         event.clerk_id or "-",
         event.attempts,
         type(exc).__name__,
+        extra={
+            "svix_id": event.svix_id,
+            "event_type": event.event_type,
+            "clerk_id": event.clerk_id,
+            "outcome": "failed",
+            "permanent": permanent,
+            "attempt": event.attempts,
+            "error": type(exc).__name__,
+        },
     )
 
 
@@ -182,7 +192,18 @@ def process_event(event):
             except Ignored as reason:
                 event.status = Status.IGNORED
                 event.outcome = str(reason)[:255]
-                logger.info("Clerk event %s ignored: %s", event.svix_id, reason)
+                logger.info(
+                    "Clerk event %s ignored: %s",
+                    event.svix_id,
+                    reason,
+                    extra={
+                        "svix_id": event.svix_id,
+                        "event_type": event.event_type,
+                        "clerk_id": event.clerk_id,
+                        "outcome": "ignored",
+                        "reason": event.outcome,
+                    },
+                )
             else:
                 event.status = Status.PROCESSED
                 event.outcome = result.outcome

@@ -8,8 +8,10 @@ Status codes (docs/webhooks.md has the table Svix users see):
 409    verified, but the user row conflicts (permanent; retries aborted)
 413    body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``
 500    verified and stored, processing failed: Svix retries it
-503    no usable ``CLERK_WEBHOOK_SECRET``, or the database is unavailable
-2xx    processed, a duplicate of a processed event, or ignored
+503    no usable ``CLERK_WEBHOOK_SECRET``, the database is unavailable, or
+       (deferred mode) the event was stored but the task queue is unavailable
+2xx    processed, a duplicate of a processed event, or ignored; 202 when
+       ``CLERK_SYNC_PROCESSING`` defers it to a task engine (stored and enqueued)
 =====  ==================================================================
 """
 
@@ -26,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import events, sync
+from . import events, processing, sync
 from .conf import clerk_settings
 
 logger = logging.getLogger("django_clerk_sync.webhooks")
@@ -35,7 +37,7 @@ try:  # Django 5.1+: the endpoint must stay reachable under LoginRequiredMiddlew
     from django.contrib.auth.decorators import login_not_required
 except ImportError:  # pragma: no cover - older Django
 
-    def login_not_required(view):
+    def login_not_required(view):  # type: ignore[misc]  # Django's is typed
         return view
 
 
@@ -166,6 +168,54 @@ def _response(status, http_status=200, **extra):
     return JsonResponse({"status": status, **extra}, status=http_status)
 
 
+def _enqueue(event):
+    """Deferred mode: the 202 (or 503) answer, or ``None`` to process inline.
+
+    A redelivery of a stored event not yet processed is enqueued again: that is how
+    a Svix retry after an enqueue failure, or of a lost task, recovers it.
+    """
+    log_extra = {
+        "svix_id": event.svix_id,
+        "event_type": event.event_type,
+        "clerk_id": event.clerk_id,
+    }
+    try:
+        processing.enqueue(event)
+    except (processing.EnqueueFailed, processing.EngineUnavailable) as exc:
+        error = type(exc.__cause__ or exc).__name__
+        if clerk_settings.ENQUEUE_FAILURE == "inline":
+            logger.error(
+                "Clerk event %s could not be enqueued (%s); processing it in the "
+                "request (CLERK_SYNC_ENQUEUE_FAILURE)",
+                event.svix_id,
+                error,
+                extra={**log_extra, "outcome": "enqueue_failed", "error": error},
+            )
+            return None
+        logger.error(
+            "Clerk event %s stored but not enqueued (%s); answered 503 so Svix "
+            "retries it",
+            event.svix_id,
+            error,
+            extra={
+                **log_extra,
+                "outcome": "enqueue_failed",
+                "http_status": 503,
+                "error": error,
+            },
+        )
+        return _response(
+            "error", 503, reason="stored, but the task queue is unavailable"
+        )
+    logger.info(
+        "Clerk event %s stored and enqueued (%s)",
+        event.svix_id,
+        processing.mode(),
+        extra={**log_extra, "outcome": "queued", "http_status": 202},
+    )
+    return _response("received", 202, queued=True)
+
+
 @csrf_exempt
 @login_not_required
 @require_POST
@@ -185,38 +235,83 @@ def clerk_webhook(request):
             "signing secret (whsec_...) from the Clerk dashboard.",
             problem,
             _secret_hint(),
+            extra={
+                "outcome": "refused",
+                "http_status": 503,
+                "reason": f"CLERK_WEBHOOK_SECRET {problem}",
+            },
         )
         return _response("error", 503, reason=f"CLERK_WEBHOOK_SECRET {problem}")
     try:
         body = request.body
     except RequestDataTooBig:
-        logger.warning("Clerk webhook refused: body over DATA_UPLOAD_MAX_MEMORY_SIZE")
+        logger.warning(
+            "Clerk webhook refused: body over DATA_UPLOAD_MAX_MEMORY_SIZE",
+            extra={
+                "outcome": "refused",
+                "http_status": 413,
+                "reason": "body too large",
+            },
+        )
         return _response("rejected", 413, reason="body too large")
     except (UnreadablePostError, OSError):
         # The client went away mid-body: nothing arrived that could be verified.
-        logger.warning("Clerk webhook rejected: the body could not be read")
+        logger.warning(
+            "Clerk webhook rejected: the body could not be read",
+            extra={
+                "outcome": "rejected",
+                "http_status": 400,
+                "reason": "body could not be read",
+            },
+        )
         return _response("rejected", 400, reason="body could not be read")
 
     try:
         svix_id = verify_delivery(body, request.headers, secrets)
     except VerificationFailed as exc:
+        claimed_id = (_header(request, "id") or "")[:80]  # unverified: cut short
         logger.warning(
             "Clerk webhook rejected (svix-id %r): %s%s",
-            (_header(request, "id") or "")[:80],
+            claimed_id,
             exc,
             _secret_hint(),
+            extra={
+                "svix_id": claimed_id,
+                "outcome": "rejected",
+                "http_status": 400,
+                "reason": str(exc),
+            },
         )
         return _response("rejected", 400, reason=str(exc))
 
     try:
         event, _ = events.store_delivery(svix_id, body)
     except DatabaseError:
-        logger.exception("Clerk event %s could not be stored", svix_id)
+        logger.exception(
+            "Clerk event %s could not be stored",
+            svix_id,
+            extra={"svix_id": svix_id, "outcome": "error", "http_status": 503},
+        )
         return _response("error", 503, reason="database unavailable")
 
     if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
-        logger.info("Clerk event %s already %s", svix_id, event.status)
+        logger.info(
+            "Clerk event %s already %s",
+            svix_id,
+            event.status,
+            extra={
+                "svix_id": svix_id,
+                "event_type": event.event_type,
+                "clerk_id": event.clerk_id,
+                "outcome": "duplicate",
+                "status": event.status,
+            },
+        )
         return _response(event.status, duplicate=True, outcome=event.outcome)
+    if processing.is_deferred():
+        queued = _enqueue(event)
+        if queued is not None:
+            return queued
     try:
         event = events.process_event(event)
     except sync.PermanentFailure as exc:
@@ -239,6 +334,14 @@ def clerk_webhook(request):
             "Clerk event %s failed (%s); answered 500 so Svix retries it",
             svix_id,
             type(exc).__name__,
+            extra={
+                "svix_id": svix_id,
+                "event_type": event.event_type,
+                "clerk_id": event.clerk_id,
+                "outcome": "failed",
+                "http_status": 500,
+                "error": type(exc).__name__,
+            },
         )
         return _response("failed", 500)
     return _response(event.status, outcome=event.outcome)

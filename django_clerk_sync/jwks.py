@@ -20,7 +20,12 @@ Two sources:
 - one deadline, ``timeout`` seconds, for the whole fetch (connecting, the headers
   and every read of the body: a server that drips its answer is cut off), no
   redirects (the secret key never follows one), a size cap;
-- optionally a Django cache shared by every process, which is skipped if it errors.
+- optionally a Django cache shared by every process: the keys, and the cooldown
+  too. Before fetching, a process claims the fetch with an atomic ``cache.add``
+  that expires with the cooldown; the one that wins fetches and shares the keys,
+  the others wait for its answer (at most ``timeout`` seconds) and adopt it, so
+  however many processes need keys, there is one fetch per cooldown. A cache that
+  errors is skipped (per-process behaviour), with a warning at most once a minute.
 
 Nothing here blocks on the network unless asked to: a lookup that would need a
 fetch raises :class:`NeedsNetwork` when called with ``network=False``, so the async
@@ -32,6 +37,8 @@ import hashlib
 import http.client
 import json
 import logging
+import math
+import secrets
 import socket
 import threading
 import time
@@ -49,6 +56,11 @@ MIN_RSA_KEY_SIZE = 2048
 MAX_JWKS_BYTES = 1024 * 1024
 MAX_UNKNOWN_KIDS = 1024
 _READ_SIZE = 16 * 1024
+#: Seconds between two warnings about an unusable shared cache (per key source).
+SHARED_CACHE_WARNING_INTERVAL = 60.0
+#: The longest pause between two looks at the shared cache while another process
+#: fetches.
+_MAX_POLL_PAUSE = 0.1
 
 
 class NeedsNetwork(Exception):
@@ -203,7 +215,8 @@ class _Deadline:
 
 
 def _watched(connection_class, deadline):
-    class Connection(connection_class):
+    # A base chosen at run time, which mypy cannot follow.
+    class Connection(connection_class):  # type: ignore[valid-type,misc]
         def connect(self):
             super().connect()
             deadline.watch(self.sock)
@@ -229,7 +242,7 @@ class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(
             _watched(http.client.HTTPSConnection, self._deadline),
             req,
-            context=self._context,
+            context=self._context,  # type: ignore[attr-defined]  # HTTPSHandler's own
         )
 
 
@@ -239,7 +252,7 @@ class _DeadlinePassed(Exception):
 
 class RemoteKeys:
     """A JWKS fetched from ``url``, cached in this object (and optionally in a Django
-    cache shared by all processes).
+    cache shared by all processes, named by ``shared_cache``).
 
     ``headers`` go with every fetch (``Authorization`` for the Backend API).
     ``clock`` returns Unix seconds; tests may replace it.
@@ -266,16 +279,22 @@ class RemoteKeys:
         self.clock = clock
         self._keys = None  # {kid: key} from the last good fetch; None before one
         self._fetched_at = None  # when those keys were fetched (Unix seconds)
-        self._last_attempt = None  # the last fetch attempt, good or not
+        # The last fetch attempt this process goes by, its own or (shared cache)
+        # another process's: the cooldown runs from it.
+        self._last_attempt = None
         self._generation = 0  # bumped by every attempt: lets waiters skip a fetch
         self._unknown = {}  # kid -> until when it is known to be unknown
         self._lock = threading.Lock()
         self._background = threading.Lock()  # held while a background refresh runs
+        self._cache_warned_at = None  # monotonic time of the last cache warning
+        self._cache_failures = 0  # cache failures since that warning
+        # Keyed by URL and credentials, never by kid (Clerk's kid is the instance
+        # id, so two instances look alike); the secret itself is only hashed.
         identity = f"{url}\0{self.headers.get('Authorization', '')}"
-        self._shared_key = (
-            "django_clerk_sync:jwks:"
-            + hashlib.sha256(identity.encode()).hexdigest()[:32]
-        )
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        self._shared_key = f"django_clerk_sync:jwks:{digest}"  # the keys
+        self._claim_key = f"django_clerk_sync:jwks-claim:{digest}"  # who fetches
+        self._result_key = f"django_clerk_sync:jwks-result:{digest}"  # how it ended
 
     # -- lookups
 
@@ -287,6 +306,11 @@ class RemoteKeys:
     def _may_fetch(self, now):
         last = self._last_attempt
         return last is None or now - last >= self.cooldown or now < last
+
+    def _fresh(self):
+        return (
+            self._fetched_at is not None and self.clock() - self._fetched_at < self.ttl
+        )
 
     def key_for(self, kid, *, network=True):
         """The key for ``kid``. A held key is returned at once, even past the TTL
@@ -309,38 +333,43 @@ class RemoteKeys:
             raise KeyNotFound("keys_unavailable")
         if not network:
             raise NeedsNetwork()
-        self._refresh(now)
+        self._refresh(lambda: self.current(kid) is not None)
         keys = self._keys
         if keys is None:
             raise KeyNotFound("keys_unavailable")
         key = keys.get(kid)
         if key is None:
-            self._remember_unknown(kid, self.clock())
+            self._remember_unknown(kid)
             raise KeyNotFound("unknown_key")
         return key
 
     def key_after_bad_signature(self, kid, failed_key, *, network=True):
         """A different key for ``kid`` after a fetch (Clerk's ``kid`` is the instance
         id, so a rotated key can keep it), or ``None``. One fetch per cooldown."""
+
+        def another_key():
+            key = self.current(kid)
+            return key if key is not None and not same_key(key, failed_key) else None
+
         now = self.clock()
-        held = self.current(kid)
-        if held is not None and not same_key(held, failed_key):
-            return held  # another request already fetched the new key
+        if another_key() is not None:
+            return another_key()  # another request already fetched the new key
         if not self._may_fetch(now):
             return None
         if not network:
             raise NeedsNetwork()
-        self._refresh(now)
-        key = self.current(kid)
-        return key if key is not None and not same_key(key, failed_key) else None
+        self._refresh(lambda: another_key() is not None)
+        return another_key()
 
-    def _remember_unknown(self, kid, now):
+    def _remember_unknown(self, kid):
+        now = self.clock()
         if len(self._unknown) >= MAX_UNKNOWN_KIDS:
             self._unknown = {k: t for k, t in self._unknown.items() if t > now}
             if len(self._unknown) >= MAX_UNKNOWN_KIDS:
                 return  # the cooldown alone still bounds the fetches
-        # No longer than the cooldown: the next allowed fetch may find the kid.
-        self._unknown[kid] = now + self.cooldown
+        # Until the cooldown ends: the next allowed fetch may find the kid.
+        last = self._last_attempt
+        self._unknown[kid] = (now if last is None else last) + self.cooldown
 
     # -- fetching
 
@@ -351,9 +380,13 @@ class RemoteKeys:
 
         def run():
             try:
-                self._refresh(self.clock())
+                self._refresh(self._fresh)
             except Exception:  # pragma: no cover - _fetch catches what it expects
-                logger.exception("Refreshing Clerk's JWKS from %s failed", self.url)
+                logger.exception(
+                    "Refreshing Clerk's JWKS from %s failed",
+                    self.url,
+                    extra={"url": self.url, "outcome": "failed"},
+                )
             finally:
                 self._background.release()
 
@@ -372,17 +405,81 @@ class RemoteKeys:
             return True
         return False
 
-    def _refresh(self, now):
+    def _refresh(self, satisfied):
+        """Bring the keys up to date, once per cooldown; ``satisfied()`` says whether
+        keys another process shared answer the caller's need without a fetch."""
         generation = self._generation
         with self._lock:
             if self._generation != generation:
                 return  # another thread fetched while this one waited
+            attempted_at = None
             try:
-                if not self._adopt_shared():
-                    self._fetch()
+                attempted_at = self._update(satisfied)
             finally:
-                self._last_attempt = self.clock()
+                now = self.clock()
+                # Out of range: another host's clock, or keys fetched long ago
+                # (adopted within their TTL); the cooldown then starts now.
+                if (
+                    attempted_at is None
+                    or not now - self.cooldown <= attempted_at <= now
+                ):
+                    attempted_at = now
+                self._last_attempt = attempted_at
                 self._generation += 1
+
+    def _update(self, satisfied):
+        """Fetch, or with a shared cache adopt, claim and fetch, or wait for the
+        process that claimed the fetch. Returns when the fetch this process goes by
+        was attempted, if it was another process's."""
+        if not self.shared_cache:
+            self._fetch()
+            return None
+        claim = None
+        try:
+            cache = self._shared()
+            fetched_at = self._adopt_shared(cache)
+            if fetched_at is not None and satisfied():
+                return fetched_at
+            if self.cooldown > 0:
+                # An atomic add: of all processes, one wins the fetch for this
+                # cooldown; the claim expires with it, so a winner that dies
+                # blocks no one for longer.
+                claim = {"at": self.clock(), "id": secrets.token_hex(8)}
+                if not cache.add(self._claim_key, claim, timeout=self._claim_ttl()):
+                    return self._await_other_fetch(cache)
+        except Exception as exc:  # a cache that errors must never fail a request
+            self._cache_unusable(exc, "fetching")
+            self._fetch()
+            return None
+        self._share(cache, self._fetch(), claim)
+        return None
+
+    def _claim_ttl(self):
+        # Cache timeouts are whole seconds (Redis, memcached).
+        return max(1, math.ceil(self.cooldown))
+
+    def _await_other_fetch(self, cache):
+        """Another process claimed this cooldown's fetch: wait for it to end, at most
+        ``timeout`` seconds (its own fetch is cut off then), and adopt the keys it
+        shared. Returns when the claim was made: this process's cooldown ends with
+        it."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.01
+        while True:
+            found = cache.get_many([self._claim_key, self._result_key])
+            claim, result = found.get(self._claim_key), found.get(self._result_key)
+            if not isinstance(claim, dict):
+                break  # it expired meanwhile
+            if isinstance(result, dict) and result.get("claim") == claim.get("id"):
+                break  # the fetch ended, well or not
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break  # the claimant is stuck or gone
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, _MAX_POLL_PAUSE)
+        self._adopt_shared(cache)
+        at = claim.get("at") if isinstance(claim, dict) else None
+        return at if isinstance(at, (int, float)) else None
 
     def _install(self, keys, fetched_at):
         # Keep the key objects that did not change, so tokens verified with them
@@ -397,6 +494,8 @@ class RemoteKeys:
         self._unknown = {k: t for k, t in self._unknown.items() if k not in merged}
 
     def _fetch(self):
+        """Fetch and install the keys; returns the JWKS document, or ``None`` when
+        the fetch failed (the keys held are kept)."""
         problem = http_url_problem(self.url)
         if problem:
             # Only http(s): urllib would also open file:// and ftp:// URLs.
@@ -441,8 +540,13 @@ class RemoteKeys:
         if not keys:
             return self._failed("no usable RS256 key in the answer")
         self._install(keys, self.clock())
-        logger.info("Fetched %d signing key(s) from %s", len(keys), self.url)
-        self._store_shared(document)
+        logger.info(
+            "Fetched %d signing key(s) from %s",
+            len(keys),
+            self.url,
+            extra={"url": self.url, "outcome": "fetched", "keys": len(keys)},
+        )
+        return document
 
     @staticmethod
     def _read(response, deadline):
@@ -463,8 +567,18 @@ class RemoteKeys:
     def _failed(self, reason):
         held = "keeping the keys fetched before" if self._keys else "no keys yet"
         logger.warning(
-            "Fetching Clerk's JWKS from %s failed: %s; %s", self.url, reason, held
+            "Fetching Clerk's JWKS from %s failed: %s; %s",
+            self.url,
+            reason,
+            held,
+            extra={
+                "url": self.url,
+                "outcome": "failed",
+                "reason": reason,
+                "keys_held": bool(self._keys),
+            },
         )
+        return None
 
     @staticmethod
     def _parse(document):
@@ -484,45 +598,75 @@ class RemoteKeys:
     # -- the optional cache shared by all processes
 
     def _shared(self):
-        if not self.shared_cache:
-            return None
         from django.core.cache import caches
 
         return caches[self.shared_cache]
 
-    def _adopt_shared(self):
-        """Use the shared cache's keys if another process fetched them more recently
-        than this one did, within the TTL. Returns whether it did."""
-        try:
-            cache = self._shared()
-            entry = cache.get(self._shared_key) if cache is not None else None
-        except Exception as exc:  # a cache that errors must never fail a request
-            logger.warning(
-                "JWKS shared cache unusable (%s); fetching", type(exc).__name__
-            )
-            return False
+    def _adopt_shared(self, cache):
+        """Use the shared keys if another process fetched them more recently than
+        this one did, within the TTL. Returns when they were fetched, if adopted.
+        Cache errors propagate."""
+        entry = cache.get(self._shared_key)
         if not isinstance(entry, dict):
-            return False
+            return None
         fetched_at = entry.get("fetched_at")
-        now = self.clock()
-        if not isinstance(fetched_at, (int, float)) or not now - fetched_at < self.ttl:
-            return False
+        if not isinstance(fetched_at, (int, float)):
+            return None
+        if not self.clock() - fetched_at < self.ttl:
+            return None
         if self._fetched_at is not None and fetched_at <= self._fetched_at:
-            return False  # the same keys this process already has: fetch anew
+            return None  # the same keys this process already has
         keys = self._parse(entry.get("jwks"))
         if not keys:
-            return False
+            return None
         self._install(keys, fetched_at)
-        return True
+        logger.debug(
+            "Using the signing keys another process fetched from %s",
+            self.url,
+            extra={"url": self.url, "outcome": "adopted", "keys": len(keys)},
+        )
+        return fetched_at
 
-    def _store_shared(self, document):
+    def _share(self, cache, document, claim):
+        """After this process's fetch: the keys for the others, and how the claimed
+        fetch ended, so that processes waiting for it stop waiting."""
         try:
-            cache = self._shared()
-            if cache is not None:
+            if document is not None:
                 cache.set(
                     self._shared_key,
                     {"jwks": document, "fetched_at": self._fetched_at},
-                    timeout=max(1, int(self.ttl)),
+                    timeout=max(1, math.ceil(self.ttl)),
+                )
+            if claim is not None:
+                cache.set(
+                    self._result_key,
+                    {"claim": claim["id"], "ok": document is not None},
+                    timeout=self._claim_ttl(),
                 )
         except Exception as exc:
-            logger.warning("JWKS shared cache unusable (%s)", type(exc).__name__)
+            self._cache_unusable(exc)
+
+    def _cache_unusable(self, exc, doing=""):
+        """Warn, by exception type only, at most once per
+        ``SHARED_CACHE_WARNING_INTERVAL``: a broken cache is met by every process
+        once per cooldown, which is no reason for a line each time."""
+        self._cache_failures += 1
+        now = time.monotonic()
+        last = self._cache_warned_at
+        if last is not None and 0 <= now - last < SHARED_CACHE_WARNING_INTERVAL:
+            return
+        more = self._cache_failures - 1
+        logger.warning(
+            "JWKS shared cache unusable (%s)%s (CLERK_JWKS_CACHE %r%s)",
+            type(exc).__name__,
+            f"; {doing}" if doing else "",
+            self.shared_cache,
+            f"; {more} more failure(s) since the last warning" if more else "",
+            extra={
+                "cache": self.shared_cache,
+                "error": type(exc).__name__,
+                "failures": more + 1,
+            },
+        )
+        self._cache_warned_at = now
+        self._cache_failures = 0

@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_clerk_sync.signals import clerk_user_deleted, clerk_user_synced
-from django_clerk_sync.testing import signed_headers
+from django_clerk_sync.testing import post_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -48,11 +48,14 @@ def deliver(client, webhook_url, transactional_db):
     """
 
     def post(envelope, *, svix_id=None, timestamp=None, secret=SECRET, headers=None):
-        body = to_body(envelope)
-        signed = signed_headers(secret, body, svix_id=svix_id, timestamp=timestamp)
-        signed.update(headers or {})
-        return client.post(
-            webhook_url, body, content_type="application/json", headers=signed
+        return post_webhook(
+            client,
+            envelope,
+            secret=secret,
+            svix_id=svix_id,
+            timestamp=timestamp,
+            url=webhook_url,
+            headers=headers,
         )
 
     return post

@@ -22,13 +22,14 @@ SECRET_KEY = "sk_test_simulator"
 
 
 @pytest.fixture
-def sim(settings, transactional_db):
-    with ClerkSimulator(secret_key=SECRET_KEY, rate_limit=None) as simulator:
-        settings.CLERK_API_URL = simulator.url
-        settings.CLERK_SECRET_KEY = SECRET_KEY
-        settings.CLERK_API_RATE_LIMIT = (10_000, 1)
-        settings.CLERK_API_MAX_RETRIES = 2
-        yield simulator
+def sim(clerk_simulator, settings, transactional_db):
+    """The plugin's simulator (CLERK_API_URL, CLERK_SECRET_KEY pointed at it), with
+    no rate limit on either side."""
+    assert clerk_simulator.secret_key == settings.CLERK_SECRET_KEY == SECRET_KEY
+    clerk_simulator.rate_limit = None
+    settings.CLERK_API_RATE_LIMIT = (10_000, 1)
+    settings.CLERK_API_MAX_RETRIES = 2
+    return clerk_simulator
 
 
 def backfill(*args, **options):

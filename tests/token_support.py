@@ -16,8 +16,9 @@ from pytest_django.live_server_helper import LiveServer
 
 from django_clerk_sync import tokens
 from django_clerk_sync.simulator import ClerkSimulator
+from django_clerk_sync.testing import TEST_ORIGIN, simulator_settings
 
-FRONTEND = "http://localhost:3000"  # the simulator's default azp
+FRONTEND = TEST_ORIGIN  # the simulator's default azp
 
 MIDDLEWARE_WITH_CLERK = [
     "django.middleware.security.SecurityMiddleware",
@@ -115,20 +116,34 @@ def eventually(condition, timeout=10.0):
     return True
 
 
+def install_token_views(settings):
+    """The middleware installed, and tests/token_urls.py's views routed."""
+    settings.ROOT_URLCONF = "tests.token_urls"
+    settings.MIDDLEWARE = MIDDLEWARE_WITH_CLERK
+    return settings
+
+
+@pytest.fixture
+def token_views(settings):
+    """The middleware and the views, the keys left to the test (``clerk_keys``...)."""
+    return install_token_views(settings)
+
+
 @pytest.fixture
 def clerk_env(sim, settings):
     """The middleware installed, verifying against the simulator's public JWKS."""
     sim.available = True
     sim.delay = 0
     sim.reset_counts()
-    settings.ROOT_URLCONF = "tests.token_urls"
-    settings.MIDDLEWARE = MIDDLEWARE_WITH_CLERK
-    settings.CLERK_PUBLISHABLE_KEY = sim.publishable_key
-    # The simulator's issuer is http://127.0.0.1:<port>; a publishable key always
-    # means https, so the issuer is named explicitly.
-    settings.CLERK_JWT_ISSUER = sim.issuer
-    settings.CLERK_JWKS_URL = sim.jwks_url
-    settings.CLERK_AUTHORIZED_PARTIES = [FRONTEND]
+    install_token_views(settings)
+    # What testing.clerk_simulator() sets, without the Backend API: the tests of the
+    # "fetch" first sight and of the /v1/jwks source add CLERK_SECRET_KEY themselves.
+    # (CLERK_JWT_ISSUER is named: the simulator is http://, its publishable key
+    # would give https://.)
+    values = simulator_settings(sim, authorized_parties=[FRONTEND])
+    del values["CLERK_API_URL"], values["CLERK_SECRET_KEY"]
+    for name, value in values.items():
+        setattr(settings, name, value)
     return settings
 
 

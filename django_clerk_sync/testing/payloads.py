@@ -1,59 +1,43 @@
-"""Build Clerk-shaped payloads and Svix-signed deliveries, for tests and local development.
+"""Clerk-shaped payloads: User objects, ``user.deleted`` data, event envelopes."""
 
-Used by this project's own tests, by ``manage.py clerk_send_webhook`` and by the
-demo; usable in your project's tests too::
-
-    from django_clerk_sync.testing import clerk_user, event, signed_headers
-
-    body = event("user.created", clerk_user("user_123", email="ada@example.com"))
-    client.post(url, body, content_type="application/json",
-                headers=signed_headers(secret, body))
-"""
+from __future__ import annotations
 
 import json
 import secrets as _secrets
 import time
-import urllib.error
-import urllib.request
-from datetime import datetime, timezone
-
-__all__ = [
-    "clerk_user",
-    "deleted_user",
-    "event",
-    "new_svix_id",
-    "signed_headers",
-    "deliver",
-]
+from collections.abc import Mapping
+from typing import Any
 
 
-def _now_ms():
+def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def new_svix_id():
+def new_svix_id() -> str:
+    """A fresh Svix message id, ``msg_...``."""
     return "msg_" + _secrets.token_hex(13)
 
 
 def clerk_user(
-    clerk_id=None,
+    clerk_id: str | None = None,
     *,
-    email=None,
-    first_name=None,
-    last_name=None,
-    username=None,
-    phone=None,
-    updated_at=None,
-    created_at=None,
-    email_verified=True,
-    **extra,
-):
+    email: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    username: str | None = None,
+    phone: str | None = None,
+    updated_at: int | None = None,
+    created_at: int | None = None,
+    email_verified: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     """A User object shaped exactly like Clerk's: every key present, ``null`` where unset."""
     clerk_id = clerk_id or "user_" + _secrets.token_hex(13)
     created_at = created_at if created_at is not None else _now_ms()
     updated_at = updated_at if updated_at is not None else created_at
     suffix = clerk_id.removeprefix("user_")
-    emails, phones = [], []
+    emails: list[dict[str, Any]] = []
+    phones: list[dict[str, Any]] = []
     if email:
         emails.append(
             {
@@ -81,7 +65,7 @@ def clerk_user(
                 "verification": {"status": "verified", "strategy": "phone_code"},
             }
         )
-    user = {
+    user: dict[str, Any] = {
         "backup_code_enabled": False,
         "banned": False,
         "birthday": "",
@@ -121,12 +105,17 @@ def clerk_user(
     return user
 
 
-def deleted_user(clerk_id):
+def deleted_user(clerk_id: str) -> dict[str, Any]:
     """The ``data`` of a ``user.deleted`` event: no ``updated_at``, just the id."""
     return {"deleted": True, "id": clerk_id, "object": "user"}
 
 
-def event(event_type, data, *, instance_id="ins_2demo0000000000000000000"):
+def event(
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    instance_id: str = "ins_2demo0000000000000000000",
+) -> bytes:
     """The envelope Clerk wraps every event in, serialised to bytes."""
     envelope = {
         "data": data,
@@ -139,47 +128,3 @@ def event(event_type, data, *, instance_id="ins_2demo0000000000000000000"):
         "type": event_type,
     }
     return json.dumps(envelope).encode("utf-8")
-
-
-def signed_headers(secret, body, *, svix_id=None, timestamp=None):
-    """Svix headers for ``body`` signed with ``secret`` by svix's own signer.
-
-    ``timestamp`` is a ``datetime`` or Unix seconds; default now.
-    """
-    from svix.webhooks import Webhook
-
-    if timestamp is None:
-        when = datetime.now(tz=timezone.utc)
-    elif isinstance(timestamp, datetime):
-        when = timestamp
-    else:
-        when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    svix_id = svix_id or new_svix_id()
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
-    return {
-        "svix-id": svix_id,
-        "svix-timestamp": str(int(when.timestamp())),
-        "svix-signature": Webhook(secret).sign(svix_id, when, text),
-    }
-
-
-def deliver(url, secret, body, *, svix_id=None, timeout=15):
-    """POST a signed delivery to ``url`` over real HTTP, as Svix would.
-
-    Returns ``(status, response headers, response body)``; never follows redirects
-    (Svix does not either) and never raises for an HTTP error status.
-    """
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    headers = {"Content-Type": "application/json", "User-Agent": "Svix-Webhooks/1.0"}
-    headers.update(signed_headers(secret, body, svix_id=svix_id))
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urllib.request.build_opener(_NoRedirect)
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()

@@ -10,6 +10,8 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .events import process_event
 from .models import ClerkUserLink, WebhookEvent
@@ -28,7 +30,7 @@ class ReadOnlyMixin:
 
 class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     #: Columns the search box matches exactly, case included.
-    exact_search_fields = ()
+    exact_search_fields: tuple[str, ...] = ()
 
     def get_search_results(self, request, queryset, search_term):
         # Svix and Clerk ids are case-sensitive. The admin's "=field" search is
@@ -62,7 +64,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     actions = ["reprocess"]
 
-    @admin.action(description="Reprocess selected events", permissions=["reprocess"])
+    @admin.action(description=_("Reprocess selected events"), permissions=["reprocess"])
     def reprocess(self, request, queryset):
         # Stored events were verified on arrival; processing is idempotent, so
         # processed and ignored ones are left as they are.
@@ -74,22 +76,48 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             except Exception:
                 failed += 1
         level = messages.ERROR if failed else messages.SUCCESS
-        self.message_user(
-            request, f"{done} event(s) processed, {failed} failed again.", level
-        )
+        message = gettext("%(done)d event(s) processed, %(failed)d failed again.") % {
+            "done": done,
+            "failed": failed,
+        }
+        self.message_user(request, message, level)
 
     def has_reprocess_permission(self, request):
         # The rows stay read-only; re-running the sync is what "change" grants.
         return request.user.has_perm("django_clerk_sync.change_webhookevent")
 
-    @admin.display(description="Payload")
+    @admin.display(description=_("Payload"))
     def payload(self, obj):
         text = obj.body_text
         try:
-            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            parsed = json.loads(text)
         except (ValueError, RecursionError):
-            pass  # not JSON, or nested too deep for the parser: shown as sent
+            parsed = None  # not JSON, or nested too deep for the parser
+        # Indenting grows with the square of the depth (50 MB for a signed body 5,000
+        # levels deep, which Python 3.13's parser accepts): deep bodies are shown as sent.
+        if parsed is not None and _nesting(parsed) <= MAX_PRETTY_DEPTH:
+            text = json.dumps(parsed, indent=2, ensure_ascii=False)
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+
+
+#: Clerk's payloads nest about six levels; metadata a few more.
+MAX_PRETTY_DEPTH = 64
+
+
+def _nesting(value):
+    """How deeply ``value`` nests (without recursion, whatever its depth)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_PRETTY_DEPTH:
+            return deepest
+        stack.extend((item, depth + 1) for item in value)
+    return deepest
 
 
 class ClerkUserLinkInline(ReadOnlyMixin, admin.StackedInline):

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class ClerkSyncConfig(AppConfig):
     name = "django_clerk_sync"
-    verbose_name = "Clerk sync"
+    verbose_name = _("Clerk sync")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):

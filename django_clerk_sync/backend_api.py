@@ -6,6 +6,8 @@ SDK does not retry those, so this client paces itself below the limit, honours
 ``Retry-After``, and retries 5xx answers and timeouts with capped backoff.
 """
 
+from __future__ import annotations
+
 import http.client
 import json
 import logging
@@ -17,6 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .conf import (
     DEFAULT_API_MAX_RETRIES,
@@ -26,6 +30,9 @@ from .conf import (
     max_retries_problem,
     rate_limit_problem,
 )
+
+if TYPE_CHECKING:
+    from .field_map import ClerkUser
 
 logger = logging.getLogger("django_clerk_sync.backend_api")
 
@@ -38,20 +45,20 @@ RETRY_AFTER_CAP = 60.0  # a longer Retry-After is waited this long, then tried a
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     # Following a redirect would send the secret key to wherever it points.
-    def redirect_request(self, *args, **kwargs):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def _parse_int(digits):
+def _parse_int(digits: str) -> int | str:
     # Over 4,300 digits Python refuses to make an int: keep such a value (in a
     # user's metadata) as text rather than fail the whole page.
     return int(digits) if len(digits) <= 4000 else digits
 
 
-def _parse_json(raw):
+def _parse_json(raw: bytes | str) -> Any:
     """JSON with Clerk's user-written metadata in it: deep nesting and huge numbers
     (both possible in ``unsafe_metadata``) must not make a page unreadable."""
     limit = sys.getrecursionlimit()
@@ -69,12 +76,12 @@ def _parse_json(raw):
 class BackendAPIError(Exception):
     """A Backend API request failed for good (after any retries)."""
 
-    def __init__(self, message, *, status=None):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-def secret_key_problem(key):
+def secret_key_problem(key: object) -> str | None:
     """What is wrong with a secret key, or ``None``; never repeats the key."""
     if key is None or key == "":
         return "is not set"
@@ -100,7 +107,7 @@ SECRET_KEY_FIX = (
 )
 
 
-def settings_problem():
+def settings_problem() -> str | None:
     """What makes the Backend API settings unusable, as one line that names the
     setting and its fix, or ``None``: the values :class:`BackendAPI` would otherwise
     replace with defaults (it refuses a bad secret key itself).
@@ -110,7 +117,7 @@ def settings_problem():
     """
     from django.conf import settings
 
-    value = getattr(settings, "CLERK_API_URL", None)
+    value: Any = getattr(settings, "CLERK_API_URL", None)
     if value not in (None, "") and http_url_problem(value):
         return f"CLERK_API_URL {value!r} {API_URL_FIX}"
     value = getattr(settings, "CLERK_HTTP_TIMEOUT", 5)  # as check E034 reads it
@@ -138,15 +145,22 @@ def settings_problem():
 class _Pacer:
     """At most ``requests`` per ``seconds``: waits before a request that would exceed it."""
 
-    def __init__(self, requests, seconds, *, clock, sleep):
+    def __init__(
+        self,
+        requests: int,
+        seconds: float,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], object],
+    ) -> None:
         # Clerk measures its window from when requests arrive, not from when they
         # leave here: a small margin keeps the two clocks from disagreeing.
         self.requests, self.seconds = requests, seconds * 1.05 + 0.05
         self.clock, self.sleep = clock, sleep
-        self.sent = deque()
+        self.sent: deque[float] = deque()
         self.lock = threading.Lock()
 
-    def wait(self):
+    def wait(self) -> None:
         with self.lock:
             now = self.clock()
             while self.sent and now - self.sent[0] >= self.seconds:
@@ -167,14 +181,14 @@ class BackendAPI:
     def __init__(
         self,
         *,
-        api_url=None,
-        secret_key=None,
-        timeout=None,
-        rate_limit=None,
-        max_retries=None,
-        sleep=time.sleep,
-        clock=time.monotonic,
-    ):
+        api_url: str | None = None,
+        secret_key: str | None = None,
+        timeout: float | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        max_retries: int | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api_url = (api_url or clerk_settings.API_URL).rstrip("/")
         if http_url_problem(self.api_url):
             raise BackendAPIError(f"CLERK_API_URL {self.api_url!r} {API_URL_FIX}")
@@ -194,7 +208,14 @@ class BackendAPI:
 
     # Endpoints
 
-    def list_users(self, *, limit, offset=None, order_by="+created_at", **filters):
+    def list_users(
+        self,
+        *,
+        limit: int,
+        offset: int | None = None,
+        order_by: str = "+created_at",
+        **filters: Any,
+    ) -> list[ClerkUser]:
         """One page of ``GET /v1/users``: a list of Clerk user objects."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             # Clerk silently answers 10 users for an out-of-range limit.
@@ -207,14 +228,14 @@ class BackendAPI:
             raise BackendAPIError("GET /v1/users did not answer a JSON array")
         return users
 
-    def count_users(self, **filters):
+    def count_users(self, **filters: Any) -> int:
         answer = self._get("/v1/users/count", filters)
         try:
             return int(answer["total_count"])
         except (TypeError, KeyError, ValueError):
             raise BackendAPIError("GET /v1/users/count did not answer a total_count")
 
-    def get_user(self, clerk_id):
+    def get_user(self, clerk_id: str) -> ClerkUser | None:
         """One Clerk user object, or ``None`` if Clerk has no such user."""
         path = "/v1/users/" + urllib.parse.quote(clerk_id, safe="")
         try:
@@ -226,7 +247,7 @@ class BackendAPI:
 
     # Transport
 
-    def _get(self, path, params):
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
         query = urllib.parse.urlencode(
             {k: v for k, v in params.items() if v is not None}, doseq=True
         )
@@ -291,13 +312,23 @@ class BackendAPI:
                     status=status,
                 )
             logger.info(
-                "Clerk Backend API %s: %s; retrying in %.1f s", path, reason, wait
+                "Clerk Backend API %s: %s; retrying in %.1f s",
+                path,
+                reason,
+                wait,
+                extra={
+                    "path": path,
+                    "reason": reason,
+                    "http_status": status,
+                    "attempt": attempt,
+                    "retry_in": wait,
+                },
             )
             self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _retry_after(value):
+def _retry_after(value: Any) -> float | None:
     try:
         seconds = float(value)
     except (TypeError, ValueError):

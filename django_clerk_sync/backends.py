@@ -17,19 +17,38 @@ backend and the DRF class share: verify the token, then find the user behind it.
   share one Backend API call: a burst of tokens cannot hammer the Backend API.
 """
 
+from __future__ import annotations
+
 import copy
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import ObjectDoesNotExist
+from django.http import HttpRequest
 
 from . import jwks
 from .conf import clerk_settings
-from .tokens import Reason, SessionClaims, TokenRejected, get_verifier
+from .tokens import (
+    Reason,
+    SessionClaims,
+    SessionTokenVerifier,
+    TokenRejected,
+    get_verifier,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+
+    from .field_map import ClerkUser
+    from .models import ClerkUserLink
+
+    # What a first-sight fetch came to: the Clerk user, False for "Clerk has none",
+    # or a Reason code.
+    _Fetched = ClerkUser | Literal[False] | str
 
 logger = logging.getLogger("django_clerk_sync.auth")
 
@@ -40,26 +59,40 @@ FIRST_SIGHT_MODES = ("create", "fetch", "off")
 class Authentication:
     """What a token came to: a ``user`` and its ``session`` claims, or a ``reason``."""
 
-    user: Any | None = None
+    user: _User | None = None
     session: SessionClaims | None = None
     reason: str | None = None
+
+
+class ClerkRequest(HttpRequest):
+    """For type annotations: a request that ``ClerkAuthenticationMiddleware`` (or
+    the backend, or the DRF class) has seen. ``def view(request: ClerkRequest)``."""
+
+    clerk: SessionClaims | None
+    clerk_rejection: str | None
 
 
 class _NeedsFetch(Exception):
     """First sight in "fetch" mode: the Clerk user must be fetched (network I/O)."""
 
 
-def _reject(reason, detail, clerk_id=None):
+def _reject(reason: str, detail: str, clerk_id: str | None = None) -> Authentication:
     logger.debug(
         "Clerk session token rejected: %s (%s)%s",
         reason,
         detail,
         f" for Clerk user {clerk_id}" if clerk_id else "",
+        extra={
+            "reason": str(reason),
+            "detail": detail,
+            "clerk_id": clerk_id,
+            "outcome": "rejected",
+        },
     )
     return Authentication(reason=reason)
 
 
-def _first_sight_clerk_user(clerk_id):
+def _first_sight_clerk_user(clerk_id: str) -> ClerkUser:
     """A Clerk user object that knows only its id.
 
     No ``updated_at``: the real ``user.created`` that follows is never taken for
@@ -90,7 +123,7 @@ def _first_sight_clerk_user(clerk_id):
     }
 
 
-def _fetch_clerk_user(clerk_id):
+def _fetch_clerk_user(clerk_id: str) -> ClerkUser | None:
     """The Clerk user from the Backend API; ``None`` if Clerk has none.
 
     No retries: a request is waiting. Raises ``BackendAPIError``.
@@ -100,7 +133,7 @@ def _fetch_clerk_user(clerk_id):
     return BackendAPI(max_retries=0).get_user(clerk_id)
 
 
-def _linked_user(clerk_id):
+def _linked_user(clerk_id: str) -> ClerkUserLink | None:
     from .models import ClerkUserLink
 
     links = list(
@@ -109,11 +142,13 @@ def _linked_user(clerk_id):
     return links[0] if links else None
 
 
-def _user_can_authenticate(user):
+def _user_can_authenticate(user: object) -> bool:
     return getattr(user, "is_active", True) is not False
 
 
-def _resolve(session, *, fetched=None):
+def _resolve(
+    session: SessionClaims, *, fetched: _Fetched | None = None
+) -> tuple[Any, str | None]:
     """The user for verified ``session`` claims: ``(user, None)`` or ``(None, reason)``.
 
     Database work only, except that "fetch" mode raises :class:`_NeedsFetch` when
@@ -149,7 +184,9 @@ def _resolve(session, *, fetched=None):
         except sync.SignalReceiverError:
             # The user was committed; a receiver of clerk_user_synced failed.
             logger.warning(
-                "Clerk user %s: a clerk_user_synced receiver raised", clerk_id
+                "Clerk user %s: a clerk_user_synced receiver raised",
+                clerk_id,
+                extra={"clerk_id": clerk_id, "source": "middleware"},
             )
             link = _linked_user(clerk_id)
             user = link.user if link is not None and not link.is_tombstone else None
@@ -160,6 +197,12 @@ def _resolve(session, *, fetched=None):
                 "Clerk user %s could not be created on first sight (%s)",
                 clerk_id,
                 type(exc).__name__,
+                extra={
+                    "clerk_id": clerk_id,
+                    "source": "middleware",
+                    "reason": Reason.USER_SYNC_FAILED,
+                    "error": type(exc).__name__,
+                },
             )
             return None, Reason.USER_SYNC_FAILED
         else:
@@ -183,19 +226,22 @@ class _FirstSightFetches:
 
     MAX_REMEMBERED = 4096
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._unknown = {}  # clerk id -> until when Clerk is known not to have it
-        self._in_flight = {}  # clerk id -> [threading.Event, result]
+        # clerk id -> until when Clerk is known not to have it
+        self._unknown: dict[str, float] = {}
+        self._in_flight: dict[str, list[Any]] = {}  # clerk id -> [Event, result]
 
-    def fetch(self, clerk_id, *, now, cooldown, wait):
+    def fetch(
+        self, clerk_id: str, *, now: float, cooldown: float, wait: float
+    ) -> _Fetched:
         with self._lock:
             until = self._unknown.get(clerk_id)
             if until is not None:
                 if now < until and now >= until - cooldown:
                     return False
                 del self._unknown[clerk_id]
-            call = self._in_flight.get(clerk_id)
+            call: Any = self._in_flight.get(clerk_id)
             leading = call is None
             if leading:
                 call = self._in_flight[clerk_id] = [threading.Event(), None]
@@ -224,7 +270,7 @@ class _FirstSightFetches:
         return result
 
 
-def _seconds(value, default):
+def _seconds(value: Any, default: float) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -232,7 +278,7 @@ def _seconds(value, default):
     return value if 0 <= value < float("inf") else default
 
 
-def _fetch_once(session, verifier):
+def _fetch_once(session: SessionClaims, verifier: SessionTokenVerifier) -> _Fetched:
     """``fetched`` for :func:`_resolve` through the verifier's :class:`_FirstSightFetches`
     (one per configured instance, dropped with the verifier)."""
     fetches = getattr(verifier, "_first_sight_fetches", None)
@@ -246,7 +292,7 @@ def _fetch_once(session, verifier):
     )
 
 
-def _fetch_for_first_sight(clerk_id):
+def _fetch_for_first_sight(clerk_id: str) -> _Fetched:
     """``fetched`` for :func:`_resolve`: the Clerk user, ``False``, or a reason."""
     from .backend_api import BackendAPIError
 
@@ -257,18 +303,26 @@ def _fetch_for_first_sight(clerk_id):
             "Clerk user %s could not be fetched on first sight (status %s)",
             clerk_id,
             exc.status,
+            extra={
+                "clerk_id": clerk_id,
+                "source": "middleware",
+                "reason": Reason.USER_FETCH_FAILED,
+                "http_status": exc.status,
+            },
         )
         return Reason.USER_FETCH_FAILED
     return False if clerk_user is None else clerk_user
 
 
-def _outcome(session, user, reason):
+def _outcome(session: SessionClaims, user: Any, reason: str | None) -> Authentication:
     if reason is not None:
         return _reject(reason, "the user behind the token", session.user_id)
     return Authentication(user=user, session=session)
 
 
-def authenticate_token(token, *, verifier=None):
+def authenticate_token(
+    token: str, *, verifier: SessionTokenVerifier | None = None
+) -> Authentication:
     """Verify ``token`` and find its user; never raises for anything in the token."""
     verifier = verifier or get_verifier()
     try:
@@ -285,7 +339,9 @@ def authenticate_token(token, *, verifier=None):
     return _outcome(session, user, reason)
 
 
-async def aauthenticate_token(token, *, verifier=None):
+async def aauthenticate_token(
+    token: str, *, verifier: SessionTokenVerifier | None = None
+) -> Authentication:
     """:func:`authenticate_token` for async code: a fetch of keys or of a user runs in
     a worker thread, the database in Django's sync thread; the event loop never
     waits on either."""
@@ -312,10 +368,11 @@ async def aauthenticate_token(token, *, verifier=None):
     return _outcome(session, user, reason)
 
 
-def annotate(request, outcome):
+def annotate(request: HttpRequest, outcome: Authentication) -> None:
     """Put an :class:`Authentication` on a Django request: ``request.clerk`` (the
     claims, or ``None``) and ``request.clerk_rejection`` (a reason code, or ``None``).
     """
+    request = cast(ClerkRequest, request)
     request.clerk = outcome.session if outcome.user is not None else None
     request.clerk_rejection = outcome.reason
 
@@ -328,7 +385,14 @@ class ClerkBackend(ModelBackend):
     refused once inactive or deleted in Clerk (tombstoned).
     """
 
-    def authenticate(self, request, clerk_token=None, **kwargs):
+    # Takes a token, not ModelBackend's username and password (as Django's own
+    # RemoteUserBackend takes remote_user).
+    def authenticate(  # type: ignore[override]
+        self,
+        request: HttpRequest | None,
+        clerk_token: str | None = None,
+        **kwargs: Any,
+    ) -> _User | None:
         if clerk_token is None:
             return None
         outcome = authenticate_token(clerk_token)
@@ -336,7 +400,7 @@ class ClerkBackend(ModelBackend):
             annotate(request, outcome)
         return outcome.user
 
-    def get_user(self, user_id):
+    def get_user(self, user_id: Any) -> _User | None:
         from django.contrib.auth import get_user_model
 
         user_model = get_user_model()

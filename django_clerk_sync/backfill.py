@@ -17,13 +17,20 @@ page holds nothing new (more users in one millisecond than a page) does it step 
 with ``offset``.
 """
 
+from __future__ import annotations
+
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from . import sync
 from .backend_api import BackendAPIError
 from .models import ClerkUserLink
+
+if TYPE_CHECKING:
+    from .backend_api import BackendAPI
 
 #: --deactivate-missing refuses when more linked users than this (or than the
 #: fraction allowed, if larger) are missing: a sign of the wrong instance's key.
@@ -41,46 +48,48 @@ SUMMARY_LINES = (
 
 @dataclass
 class BackfillReport:
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
     seen: int = 0
-    expected: int = None  # Clerk's /v1/users/count at the start
+    expected: int | None = None  # Clerk's /v1/users/count at the start
     pages: int = 0
     requests: int = 0
     complete: bool = False  # the whole listing was read
-    cursor: int = None  # the last created_at applied: resume with --since cursor - 1
-    failures: list = field(default_factory=list)  # (clerk id, detail)
-    missing: list = field(default_factory=list)  # linked Clerk ids Clerk no longer has
+    # The last created_at applied: resume with --since cursor - 1.
+    cursor: int | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (clerk id, detail)
+    # Linked Clerk ids Clerk no longer has.
+    missing: list[str] = field(default_factory=list)
     deactivated: int = 0
 
     @property
-    def failed(self):
+    def failed(self) -> int:
         return self.counts[sync.FAILED]
 
 
 class BackfillError(Exception):
     """The listing stopped; ``report`` holds what was applied before it did."""
 
-    def __init__(self, message, report):
+    def __init__(self, message: str, report: BackfillReport) -> None:
         super().__init__(message)
         self.report = report
 
 
-def _created_at(clerk_user):
+def _created_at(clerk_user: object) -> int | None:
     value = clerk_user.get("created_at") if isinstance(clerk_user, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_backfill(
-    api,
+    api: BackendAPI,
     *,
-    page_size=500,
-    since=None,
-    limit=None,
-    dry_run=False,
-    deactivate_missing=False,
-    max_missing_fraction=0.1,
-    on_page=None,
-):
+    page_size: int = 500,
+    since: int | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    deactivate_missing: bool = False,
+    max_missing_fraction: float = 0.1,
+    on_page: Callable[[BackfillReport], object] | None = None,
+) -> BackfillReport:
     """List Clerk's users through ``api`` (a :class:`BackendAPI`) and sync them.
 
     ``since``: only users created after this Unix-ms time. ``limit``: stop after
@@ -95,13 +104,15 @@ def run_backfill(
             "deactivate_missing needs a complete listing: no since or limit"
         )
     report = BackfillReport()
-    seen_ids = set() if deactivate_missing else None
+    seen_ids: set[Any] | None = set() if deactivate_missing else None
     filters = {"created_at_after": since} if since is not None else {}
     try:
         report.expected = api.count_users(**filters)
+        boundary_ids: set[Any]
+        last_params: dict[str, int] | None
         cursor, boundary_ids, last_params, skip = since, set(), None, 0
         while True:
-            params = {}
+            params: dict[str, int] = {}
             if cursor is not None:
                 # Re-read the cursor's millisecond and drop the users already
                 # applied from it: ties at a page boundary are not lost, and a user
@@ -176,6 +187,7 @@ def run_backfill(
                 "clerk_id", flat=True
             )
         )
+        assert seen_ids is not None  # deactivate_missing made it
         report.missing = sorted(set(live) - seen_ids)
         allowed = max(MASS_DEACTIVATION_FLOOR, int(len(live) * max_missing_fraction))
         if len(report.missing) > allowed:
@@ -207,11 +219,11 @@ def run_backfill(
 class ProgressMeter:
     """Users done / total, rate and ETA, from a report."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.started = clock()
 
-    def line(self, report):
+    def line(self, report: BackfillReport) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)
         rate = report.seen / elapsed
         total = report.expected

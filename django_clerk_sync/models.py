@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class ClerkUserLink(models.Model):
@@ -10,7 +11,7 @@ class ClerkUserLink(models.Model):
     id can never bring the user back.
     """
 
-    clerk_id = models.CharField("Clerk user id", max_length=255, unique=True)
+    clerk_id = models.CharField(_("Clerk user id"), max_length=255, unique=True)
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -21,19 +22,19 @@ class ClerkUserLink(models.Model):
     # Clerk's ``updated_at`` (Unix ms) of the newest payload applied: the ordering guard.
     clerk_updated_at = models.BigIntegerField(null=True, blank=True)
     deleted_at = models.DateTimeField(
-        null=True, blank=True, help_text="Set when Clerk reported the user deleted."
+        null=True, blank=True, help_text=_("Set when Clerk reported the user deleted.")
     )
     created_at = models.DateTimeField(auto_now_add=True)
     synced_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = "Clerk user link"
+        verbose_name = _("Clerk user link")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.clerk_id
 
     @property
-    def is_tombstone(self):
+    def is_tombstone(self) -> bool:
         return self.deleted_at is not None
 
 
@@ -46,26 +47,28 @@ class WebhookEvent(models.Model):
     """
 
     class Status(models.TextChoices):
-        RECEIVED = "received", "Received"
-        PROCESSED = "processed", "Processed"
-        IGNORED = "ignored", "Ignored"
-        FAILED = "failed", "Failed"
+        RECEIVED = "received", _("Received")
+        PROCESSED = "processed", _("Processed")
+        IGNORED = "ignored", _("Ignored")
+        FAILED = "failed", _("Failed")
 
-    svix_id = models.CharField("svix-id", max_length=255, unique=True)
+    svix_id = models.CharField(_("svix-id"), max_length=255, unique=True)
     event_type = models.CharField(max_length=100, blank=True, db_index=True)
     clerk_id = models.CharField(
-        "Clerk object id", max_length=255, blank=True, db_index=True
+        _("Clerk object id"), max_length=255, blank=True, db_index=True
     )
-    body = models.BinaryField(help_text="The request body exactly as received.")
+    body = models.BinaryField(help_text=_("The request body exactly as received."))
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True
     )
     outcome = models.CharField(
         max_length=255,
         blank=True,
-        help_text="What processing did (created, updated, unchanged, stale, "
-        "tombstoned, deleted, already deleted), why the event was ignored, or why it "
-        "failed (permanent: ... / error: ...).",
+        help_text=_(
+            "What processing did (created, updated, unchanged, stale, "
+            "tombstoned, deleted, already deleted), why the event was ignored, or why "
+            "it failed (permanent: ... / error: ...)."
+        ),
     )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -76,12 +79,12 @@ class WebhookEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        verbose_name = "Clerk webhook event"
+        verbose_name = _("Clerk webhook event")
         ordering = ["-received_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.event_type or '?'} {self.svix_id}"
 
     @property
-    def body_text(self):
+    def body_text(self) -> str:
         return bytes(self.body).decode("utf-8", errors="replace")

@@ -9,13 +9,16 @@ Webhooks (and later the middleware and the backfill) call :func:`sync_user` and
 - signals are sent once per effective change, after the transaction commits.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -38,29 +41,36 @@ from .field_map import current_map, import_callable, mapped_values
 from .models import ClerkUserLink
 from .signals import clerk_user_deleted, clerk_user_synced
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+    from django.db.models import Field
+    from django.dispatch import Signal
+
+    from .field_map import ClerkUser, FieldMap
+
 logger = logging.getLogger("django_clerk_sync.sync")
 
-CREATED = "created"
-UPDATED = "updated"
-UNCHANGED = "unchanged"
-STALE = "stale"
-TOMBSTONED = "tombstoned"  # an update for a Clerk id that was deleted: skipped
-DELETED = "deleted"
-ALREADY_DELETED = "already deleted"
+CREATED: Final = "created"
+UPDATED: Final = "updated"
+UNCHANGED: Final = "unchanged"
+STALE: Final = "stale"
+TOMBSTONED: Final = "tombstoned"  # an update for a Clerk id that was deleted: skipped
+DELETED: Final = "deleted"
+ALREADY_DELETED: Final = "already deleted"
 
 
-FAILED = "failed"  # bulk sync only: this one user could not be applied
+FAILED: Final = "failed"  # bulk sync only: this one user could not be applied
 
 
 @dataclass(frozen=True)
 class SyncResult:
     clerk_id: str
     outcome: str
-    user: Any | None = None
+    user: _User | None = None
     detail: str = ""
 
     @property
-    def changed(self):
+    def changed(self) -> bool:
         return self.outcome in (CREATED, UPDATED, DELETED)
 
 
@@ -83,7 +93,7 @@ class SignalReceiverError(Exception):
     change was committed."""
 
 
-def clean_clerk_id(value):
+def clean_clerk_id(value: object) -> str:
     if (
         not isinstance(value, str)
         or not value.strip()
@@ -95,7 +105,7 @@ def clean_clerk_id(value):
     return value
 
 
-def _updated_at_ms(clerk_user):
+def _updated_at_ms(clerk_user: ClerkUser) -> int | None:
     value = clerk_user.get("updated_at")
     if isinstance(value, bool) or value is None:
         return None
@@ -107,7 +117,7 @@ def _updated_at_ms(clerk_user):
     return value if 0 <= value < 2**63 else None
 
 
-def _locked_link(clerk_id):
+def _locked_link(clerk_id: str) -> ClerkUserLink:
     """The link row for ``clerk_id``, created if new, locked for this transaction."""
     queryset = ClerkUserLink.objects.select_related("user")
     connection = connections[router.db_for_write(ClerkUserLink)]
@@ -120,7 +130,7 @@ def _locked_link(clerk_id):
     return link
 
 
-def get_user(clerk_id):
+def get_user(clerk_id: str) -> _User | None:
     """The Django user linked to ``clerk_id``; ``None`` if unknown or deleted."""
     link = (
         ClerkUserLink.objects.select_related("user")
@@ -130,7 +140,7 @@ def get_user(clerk_id):
     return link.user if link else None
 
 
-def _from_clerk_ms(value, field):
+def _from_clerk_ms(value: int, field: Field[Any, Any]) -> date | datetime:
     """A Clerk time (Unix milliseconds) as the date or datetime ``field`` stores."""
     epoch = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
     moment = epoch + timedelta(milliseconds=value)
@@ -139,17 +149,23 @@ def _from_clerk_ms(value, field):
     return moment if settings.USE_TZ else timezone.make_naive(moment)
 
 
+# Answers whether a login value is held by another user: (user_model, user, candidate).
+_TakenCheck = Callable[[Any, Any, str], bool]
+# Told of a signal receiver that raised: (clerk_id, exception).
+_OnError = Callable[[str, Exception], None]
+
+
 class _Unusable(Exception):
     """A mapped value the field cannot hold: the field is left as it is."""
 
 
-def _clean_text(value):
+def _clean_text(value: str) -> str:
     # Lone surrogates (valid JSON escapes) and NUL cannot be stored by every database.
     value = value.replace("\x00", "")
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def _coerce(field, value, clerk_id):
+def _coerce(field: Field[Any, Any], value: Any, clerk_id: str) -> Any:
     """``value`` as ``field`` stores it; raises :class:`_Unusable`."""
     is_ms = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(field, DateField) and is_ms:
@@ -175,6 +191,11 @@ def _coerce(field, value, clerk_id):
                 field.name,
                 len(value),
                 field.max_length,
+                extra={
+                    "clerk_id": clerk_id,
+                    "field": field.name,
+                    "reason": "truncated",
+                },
             )
             value = value[: field.max_length]
         return value
@@ -189,7 +210,7 @@ def _coerce(field, value, clerk_id):
     return value
 
 
-def _taken_in_database(user_model, user, candidate):
+def _taken_in_database(user_model: Any, user: Any, candidate: str) -> bool:
     field = user_model.USERNAME_FIELD
     # LOWER(), as the page check compares: one index on LOWER(username) serves both.
     others = user_model._default_manager.annotate(_login=Lower(field)).filter(
@@ -207,7 +228,7 @@ class _TakenUsernames:
     remembered so two new users in one page never get the same one.
     """
 
-    def __init__(self, user_model, candidates):
+    def __init__(self, user_model: Any, candidates: Iterable[Any]) -> None:
         field = user_model.USERNAME_FIELD
         # Only values a database can compare (no NUL, no lone surrogate).
         lowered = {
@@ -223,25 +244,31 @@ class _TakenUsernames:
         self.holders = {login: ("pk", pk) for login, pk in rows}
 
     @staticmethod
-    def _owner(user):
+    def _owner(user: Any) -> tuple[str, Any]:
         return ("pk", user.pk) if user.pk is not None else ("new", id(user))
 
-    def __call__(self, user_model, user, candidate):
+    def __call__(self, user_model: Any, user: Any, candidate: str) -> bool:
         holder = self.holders.get(candidate.lower())
         return holder is not None and holder != self._owner(user)
 
-    def claim(self, user, value):
+    def claim(self, user: Any, value: Any) -> None:
         if isinstance(value, str) and value:
             self.holders[value.lower()] = self._owner(user)
 
 
-def _free_username(user_model, user, wanted, clerk_id, taken_check=None):
+def _free_username(
+    user_model: Any,
+    user: Any,
+    wanted: Any,
+    clerk_id: str,
+    taken_check: _TakenCheck | None = None,
+) -> Any:
     """The Clerk username when set and free, otherwise one derived from the Clerk id."""
     field = user_model.USERNAME_FIELD
     current = getattr(user, field, None)
     check = taken_check or _taken_in_database
 
-    def taken(candidate):
+    def taken(candidate: str) -> bool:
         return check(user_model, user, candidate)
 
     if wanted and (wanted == current or not taken(wanted)):
@@ -255,7 +282,7 @@ def _free_username(user_model, user, wanted, clerk_id, taken_check=None):
     return candidate
 
 
-def _held_by_another_clerk_user(user_model, user):
+def _held_by_another_clerk_user(user_model: Any, user: Any) -> bool:
     """Does another Clerk-linked user hold one of ``user``'s unique values?
 
     Clerk keeps emails and usernames unique within an instance, so such a clash is
@@ -279,13 +306,18 @@ def _held_by_another_clerk_user(user_model, user):
     return False
 
 
-def email_is_username(user_model):
+def email_is_username(user_model: type[_User]) -> bool:
     return user_model.USERNAME_FIELD == user_model.get_email_field_name()
 
 
 def _apply_fields(
-    user_model, user, clerk_user, clerk_id, taken_check=None, field_map=None
-):
+    user_model: Any,
+    user: Any,
+    clerk_user: ClerkUser,
+    clerk_id: str,
+    taken_check: _TakenCheck | None = None,
+    field_map: FieldMap | None = None,
+) -> list[str]:
     """Set the mapped fields on ``user``; return the names of those that changed.
 
     ``taken_check(user_model, user, candidate)`` answers whether a login value is
@@ -308,6 +340,7 @@ def _apply_fields(
                 clerk_id,
                 name,
                 reason,
+                extra={"clerk_id": clerk_id, "field": name, "reason": str(reason)},
             )
             if user.pk is not None or name != username_field:
                 continue
@@ -332,12 +365,14 @@ def _apply_fields(
     return changed
 
 
-def _send_after_commit(signal, on_error=None, **kwargs):
+def _send_after_commit(
+    signal: Signal, on_error: _OnError | None = None, **kwargs: Any
+) -> None:
     """Send ``signal`` once the transaction commits. A raising receiver raises
     :class:`SignalReceiverError` there, or, given ``on_error``, is reported to it
     and the remaining signals of the transaction are still sent."""
 
-    def send():
+    def send() -> None:
         try:
             signal.send(**kwargs)
         except Exception as exc:
@@ -351,11 +386,17 @@ def _send_after_commit(signal, on_error=None, **kwargs):
     transaction.on_commit(send, using=router.db_for_write(ClerkUserLink))
 
 
-def signal_name(signal):
+def signal_name(signal: Signal) -> str:
     return "clerk_user_deleted" if signal is clerk_user_deleted else "clerk_user_synced"
 
 
-def announce(result, *, clerk_user=None, source, on_error=None):
+def announce(
+    result: SyncResult,
+    *,
+    clerk_user: ClerkUser | None = None,
+    source: str,
+    on_error: _OnError | None = None,
+) -> None:
     """Send the signal for an effective change once the transaction commits."""
     user_model = get_user_model()
     if result.outcome == DELETED:
@@ -379,7 +420,7 @@ def announce(result, *, clerk_user=None, source, on_error=None):
         )
 
 
-def sync_user(clerk_user, *, source):
+def sync_user(clerk_user: ClerkUser, *, source: str) -> SyncResult:
     """Create or update the Django user for one Clerk user object.
 
     Raises :class:`InvalidClerkUser` for a payload without an id and
@@ -394,7 +435,12 @@ def sync_user(clerk_user, *, source):
     with transaction.atomic(using=router.db_for_write(ClerkUserLink)):
         link = _locked_link(clerk_id)
         if link.is_tombstone:
-            logger.info("Clerk user %s is deleted; %s update skipped", clerk_id, source)
+            logger.info(
+                "Clerk user %s is deleted; %s update skipped",
+                clerk_id,
+                source,
+                extra={"clerk_id": clerk_id, "source": source, "outcome": TOMBSTONED},
+            )
             return SyncResult(clerk_id, TOMBSTONED, link.user)
         if link.clerk_updated_at is not None and (
             updated_at is None or updated_at < link.clerk_updated_at
@@ -405,10 +451,11 @@ def sync_user(clerk_user, *, source):
                 source,
                 updated_at,
                 link.clerk_updated_at,
+                extra={"clerk_id": clerk_id, "source": source, "outcome": STALE},
             )
             return SyncResult(clerk_id, STALE, link.user)
 
-        user = link.user
+        user: Any = link.user
         created = user is None
         if created:
             user = user_model()
@@ -442,11 +489,17 @@ def sync_user(clerk_user, *, source):
         outcome = CREATED if created else (UPDATED if changed else UNCHANGED)
         result = SyncResult(clerk_id, outcome, user)
         announce(result, clerk_user=clerk_user, source=source)
-        logger.info("Clerk user %s %s (%s)", clerk_id, outcome, source)
+        logger.info(
+            "Clerk user %s %s (%s)",
+            clerk_id,
+            outcome,
+            source,
+            extra={"clerk_id": clerk_id, "source": source, "outcome": outcome},
+        )
         return result
 
 
-def _apply_delete_policy(user):
+def _apply_delete_policy(user: Any) -> None:
     policy = clerk_settings.ON_DELETE
     if policy == "deactivate":
         if user.is_active:
@@ -459,7 +512,7 @@ def _apply_delete_policy(user):
         handler(user)
 
 
-def delete_user(clerk_id, *, source):
+def delete_user(clerk_id: str, *, source: str) -> SyncResult:
     """Tombstone ``clerk_id`` and apply ``CLERK_SYNC_ON_DELETE`` to its Django user.
 
     Deleting an id never seen still writes the tombstone, so a late
@@ -479,17 +532,25 @@ def delete_user(clerk_id, *, source):
             _apply_delete_policy(user)
         result = SyncResult(clerk_id, DELETED, user)
         announce(result, source=source)
-        logger.info("Clerk user %s deleted (%s)", clerk_id, source)
+        logger.info(
+            "Clerk user %s deleted (%s)",
+            clerk_id,
+            source,
+            extra={"clerk_id": clerk_id, "source": source, "outcome": result.outcome},
+        )
         return result
 
 
 # Bulk: a page of users (the backfill) in a bounded number of queries.
 
 
-def _newest_per_id(clerk_users):
+def _newest_per_id(
+    clerk_users: Iterable[Any],
+) -> tuple[dict[str, ClerkUser], list[SyncResult]]:
     """Valid users by Clerk id (the newest when an id repeats), and results for the
     records that cannot be synced at all."""
-    valid, invalid = {}, []
+    valid: dict[str, ClerkUser] = {}
+    invalid: list[SyncResult] = []
     for position, clerk_user in enumerate(clerk_users):
         try:
             if not isinstance(clerk_user, dict):
@@ -506,7 +567,7 @@ def _newest_per_id(clerk_users):
     return valid, invalid
 
 
-def _locked_links(clerk_ids, lock):
+def _locked_links(clerk_ids: list[str], lock: bool) -> dict[str, ClerkUserLink]:
     queryset = ClerkUserLink.objects.filter(clerk_id__in=clerk_ids)
     if lock:
         connection = connections[router.db_for_write(ClerkUserLink)]
@@ -533,14 +594,14 @@ _RANDOM_LETTER = bytes(
 _OUT_OF_RANGE = bytes(range(248, 256))
 
 
-def _has_djangos_set_unusable_password(user):
+def _has_djangos_set_unusable_password(user: Any) -> bool:
     from django.contrib.auth.base_user import AbstractBaseUser
 
     method = getattr(type(user), "set_unusable_password", None)
     return method is AbstractBaseUser.set_unusable_password
 
 
-def _set_unusable_passwords(users):
+def _set_unusable_passwords(users: list[Any]) -> None:
     """What Django's ``set_unusable_password()`` does, for a page of users at once.
 
     Django's method (``"!"`` and 40 random letters and digits) reads the OS's random
@@ -553,11 +614,11 @@ def _set_unusable_passwords(users):
     )
 
     length = UNUSABLE_PASSWORD_SUFFIX_LENGTH
-    letters = b""
-    while len(letters) < length * len(users):
-        chunk = secrets.token_bytes(length * len(users) - len(letters) + 16)
-        letters += chunk.translate(_RANDOM_LETTER, _OUT_OF_RANGE)
-    letters = letters.decode("ascii")
+    random_bytes = b""
+    while len(random_bytes) < length * len(users):
+        chunk = secrets.token_bytes(length * len(users) - len(random_bytes) + 16)
+        random_bytes += chunk.translate(_RANDOM_LETTER, _OUT_OF_RANGE)
+    letters = random_bytes.decode("ascii")
     for n, user in enumerate(users):
         user.password = (
             UNUSABLE_PASSWORD_PREFIX + letters[n * length : (n + 1) * length]
@@ -565,8 +626,15 @@ def _set_unusable_passwords(users):
 
 
 def _plan_one(
-    user_model, clerk_id, clerk_user, link, taken, new_users, touched_links, field_map
-):
+    user_model: Any,
+    clerk_id: str,
+    clerk_user: ClerkUser,
+    link: ClerkUserLink | None,
+    taken: _TakenUsernames | None,
+    new_users: list[tuple[str, Any, ClerkUserLink | None]],
+    touched_links: list[ClerkUserLink],
+    field_map: FieldMap | None,
+) -> tuple[SyncResult, list[str]]:
     """Decide (and prepare in memory) what one user of a page needs; return the
     result and the names of the fields that changed."""
     updated_at = _updated_at_ms(clerk_user)
@@ -578,7 +646,7 @@ def _plan_one(
         and (updated_at is None or updated_at < link.clerk_updated_at)
     ):
         return SyncResult(clerk_id, STALE, link.user), []
-    user = link.user if link is not None else None
+    user: Any = link.user if link is not None else None
     created = user is None
     if created:
         user = user_model()
@@ -602,7 +670,7 @@ def _plan_one(
     return SyncResult(clerk_id, outcome, user), changed
 
 
-def _link_new_users(links):
+def _link_new_users(links: list[ClerkUserLink]) -> None:
     """Write the ``user`` of links inserted earlier in this transaction."""
     if not links:
         return
@@ -643,7 +711,13 @@ def _link_new_users(links):
         ClerkUserLink.objects.bulk_update(links, ["user"])
 
 
-def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
+def _plan_and_apply_page(
+    valid: dict[str, ClerkUser],
+    *,
+    source: str,
+    dry_run: bool,
+    on_receiver_error: _OnError,
+) -> list[SyncResult]:
     user_model = get_user_model()
     links = _locked_links(list(valid), lock=not dry_run)
     taken = None
@@ -655,8 +729,11 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
         field_map = current_map()  # read once per page, still live between pages
     except Exception:
         field_map = None  # an unusable source fails each user, as sync_user does
-    results, new_users, updated_users, changed_fields = [], [], [], set()
-    touched_links = []
+    results: list[SyncResult] = []
+    new_users: list[tuple[str, Any, ClerkUserLink | None]] = []
+    updated_users: list[Any] = []
+    changed_fields: set[str] = set()
+    touched_links: list[ClerkUserLink] = []
     for clerk_id, clerk_user in valid.items():
         link = links.get(clerk_id)
         try:
@@ -671,7 +748,17 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
                 field_map,
             )
         except Exception as exc:  # one bad record is reported, not fatal to the page
-            logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
+            logger.warning(
+                "Clerk user %s could not be synced (%s)",
+                clerk_id,
+                source,
+                extra={
+                    "clerk_id": clerk_id,
+                    "source": source,
+                    "outcome": FAILED,
+                    "error": type(exc).__name__,
+                },
+            )
             results.append(SyncResult(clerk_id, FAILED, detail=type(exc).__name__))
             continue
         results.append(planned)
@@ -742,7 +829,7 @@ def _plan_and_apply_page(valid, *, source, dry_run, on_receiver_error):
     return results
 
 
-def _sync_one(clerk_user, clerk_id, source):
+def _sync_one(clerk_user: ClerkUser, clerk_id: str, source: str) -> SyncResult:
     try:
         return sync_user(clerk_user, source=source)
     except Exception as exc:  # one bad user is reported, not fatal to the page
@@ -754,11 +841,23 @@ def _sync_one(clerk_user, clerk_id, source):
                 ": a unique value is held by a local user outside Clerk, or a "
                 "required field has no value"
             )
-        logger.warning("Clerk user %s could not be synced (%s)", clerk_id, source)
+        logger.warning(
+            "Clerk user %s could not be synced (%s)",
+            clerk_id,
+            source,
+            extra={
+                "clerk_id": clerk_id,
+                "source": source,
+                "outcome": FAILED,
+                "error": type(exc).__name__,
+            },
+        )
         return SyncResult(clerk_id, FAILED, detail=detail)
 
 
-def sync_users(clerk_users, *, source, dry_run=False):
+def sync_users(
+    clerk_users: Iterable[Any], *, source: str, dry_run: bool = False
+) -> list[SyncResult]:
     """Apply a page of Clerk user objects with the same rules as :func:`sync_user`.
 
     Existing links are read and locked in one query, usernames checked in one,
@@ -774,14 +873,15 @@ def sync_users(clerk_users, *, source, dry_run=False):
     valid, results = _newest_per_id(clerk_users)
     if not valid:
         return results
-    receiver_errors = {}
+    receiver_errors: dict[str, str] = {}
 
-    def on_receiver_error(clerk_id, exc):
+    def on_receiver_error(clerk_id: str, exc: Exception) -> None:
         logger.error(
             "Clerk user %s: a signal receiver raised %s (%s); the change is kept",
             clerk_id,
             type(exc).__name__,
             source,
+            extra={"clerk_id": clerk_id, "source": source, "error": type(exc).__name__},
         )
         receiver_errors[clerk_id] = f"a signal receiver raised {type(exc).__name__}"
 
@@ -794,11 +894,31 @@ def sync_users(clerk_users, *, source, dry_run=False):
                 on_receiver_error=on_receiver_error,
             )
     except _SlowPathNeeded as reason:
-        logger.info("Bulk sync fell back to one user at a time: %s", reason)
+        logger.info(
+            "Bulk sync fell back to one user at a time: %s",
+            reason,
+            extra={"source": source, "reason": str(reason)},
+        )
         page = [
             _sync_one(clerk_user, clerk_id, source)
             for clerk_id, clerk_user in valid.items()
         ]
+    else:
+        # The line sync_user writes for each user (the fallback above gets it there).
+        if not dry_run and logger.isEnabledFor(logging.INFO):
+            for r in page:
+                if r.outcome != FAILED:
+                    logger.info(
+                        "Clerk user %s %s (%s)",
+                        r.clerk_id,
+                        r.outcome,
+                        source,
+                        extra={
+                            "clerk_id": r.clerk_id,
+                            "source": source,
+                            "outcome": r.outcome,
+                        },
+                    )
     # Signals are sent on commit: a receiver that raised turns its user's result
     # into a failure (the change itself is committed and stays).
     return results + [

@@ -25,6 +25,8 @@ when Django reports a changed setting (``override_settings``, pytest-django's
 ``settings`` fixture), and kept otherwise, with its caches.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import hashlib
@@ -36,6 +38,8 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -45,6 +49,10 @@ from django.dispatch import receiver
 
 from . import jwks
 from .conf import clerk_settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from django.http import HttpRequest
 
 logger = logging.getLogger("django_clerk_sync.tokens")
 
@@ -88,7 +96,9 @@ class TokenRejected(Exception):
     """The token does not authenticate anyone. ``reason`` is a :class:`Reason` code;
     ``detail`` a short text for the debug log (never the token or personal data)."""
 
-    def __init__(self, reason, detail="", *, clerk_id=None):
+    def __init__(
+        self, reason: str, detail: str = "", *, clerk_id: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
@@ -105,19 +115,21 @@ class SessionClaims:
     """
 
     __slots__ = ("_claims", "_frozen")
+    _claims: dict[str, Any]
+    _frozen: FrozenClaims | None
 
-    def __init__(self, claims):
+    def __init__(self, claims: dict[str, Any]) -> None:
         # Never handed out: the shortcuts read it, ``claims`` hands out a frozen copy.
         self._claims = claims
         self._frozen = claims if type(claims) is FrozenClaims else None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<SessionClaims user_id={self.user_id!r} session_id={self.session_id!r}>"
         )
 
     @property
-    def claims(self):
+    def claims(self) -> FrozenClaims:
         frozen = self._frozen
         if frozen is None:
             # Frozen on first use, once per verified token (cached tokens share it);
@@ -126,65 +138,65 @@ class SessionClaims:
         return frozen
 
     @property
-    def user_id(self):
+    def user_id(self) -> str:
         """The Clerk user id (``sub``)."""
         return self._claims["sub"]
 
     @property
-    def session_id(self):
+    def session_id(self) -> str:
         """The Clerk session id (``sid``)."""
         return self._claims["sid"]
 
     @property
-    def expires_at(self):
+    def expires_at(self) -> float:
         """``exp``, Unix seconds."""
         return self._claims["exp"]
 
     @property
-    def issued_at(self):
+    def issued_at(self) -> float:
         return self._claims["iat"]
 
     @property
-    def authorized_party(self):
+    def authorized_party(self) -> str | None:
         """The origin that minted the token (``azp``), or ``None``."""
         return self._claims.get("azp")
 
     @property
-    def session_status(self):
+    def session_status(self) -> str | None:
         """``sts`` (``"active"``, ``"pending"``), or ``None`` on older tokens."""
         return self._claims.get("sts")
 
     @property
-    def actor(self):
+    def actor(self) -> FrozenClaims | None:
         """The impersonator (``act`` claim, read-only), or ``None``."""
         return self.claims.get("act") if "act" in self._claims else None
 
     @property
-    def organization(self):
+    def organization(self) -> FrozenClaims | None:
         """The active organization as ``{"id", "slg", "rol", ...}`` (v2), read-only,
         or ``None``."""
         return self.claims.get("o") if "o" in self._claims else None
 
-    def _org(self, v2_key, v1_claim):
+    def _org(self, v2_key: str, v1_claim: str) -> str | None:
         org = self._claims.get("o")
         if isinstance(org, dict):
             return org.get(v2_key)
         return self._claims.get(v1_claim)
 
     @property
-    def org_id(self):
+    def org_id(self) -> str | None:
         return self._org("id", "org_id")
 
     @property
-    def org_slug(self):
+    def org_slug(self) -> str | None:
         return self._org("slg", "org_slug")
 
     @property
-    def org_role(self):
+    def org_role(self) -> str | None:
         return self._org("rol", "org_role")
 
 
-class FrozenClaims(dict):
+class FrozenClaims(dict[str, Any]):
     """A ``dict`` that refuses every change (``TypeError``), as the claims of a
     cached token are shared between requests. Still a ``dict``: ``json.dumps``,
     DRF responses and ``isinstance(..., dict)`` work; ``dict(claims)`` is a
@@ -192,23 +204,23 @@ class FrozenClaims(dict):
 
     __slots__ = ()
 
-    def _read_only(self, *args, **kwargs):
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("the claims of a verified token are read-only")
 
     __setitem__ = __delitem__ = __ior__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[FrozenClaims], tuple[dict[str, Any]]]:
         return (FrozenClaims, (dict(self),))
 
-    def __copy__(self):
+    def __copy__(self) -> FrozenClaims:
         return self
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenClaims:
         return self
 
 
-def freeze(value):
+def freeze(value: Any) -> Any:
     """``value`` (decoded JSON) deeply read-only: objects become
     :class:`FrozenClaims`, arrays tuples."""
     if type(value) not in _CONTAINERS:
@@ -217,14 +229,16 @@ def freeze(value):
     # metadata in a customised session token), deeper than Python's recursion limit.
     # Parents are listed before their children, so the reversed list freezes the
     # children first.
-    containers, pending = [], [value]
+    containers: list[Any] = []
+    pending: list[Any] = [value]
     while pending:
         container = pending.pop()
         containers.append(container)
         items = container.values() if isinstance(container, dict) else container
         pending.extend(item for item in items if type(item) in _CONTAINERS)
-    frozen = {}
+    frozen: dict[int, Any] = {}
     for container in reversed(containers):
+        copy: FrozenClaims | tuple[Any, ...]
         if isinstance(container, dict):
             copy = FrozenClaims(container)  # a copy made in C; then the containers
             for key, item in container.items():
@@ -247,14 +261,16 @@ _CONTAINERS = frozenset({dict, list, tuple, FrozenClaims})
 # --- token locations ---------------------------------------------------------------
 
 
-def session_cookie_suffix(publishable_key):
+def session_cookie_suffix(publishable_key: str) -> str:
     """The suffix of the ``__session_<suffix>`` cookie newer Clerk frontends write:
     the first 8 characters of base64url(SHA-1(publishable key))."""
     digest = hashlib.sha1(publishable_key.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")[:8]
 
 
-def token_from_request(request, cookie_names=None):
+def token_from_request(
+    request: HttpRequest, cookie_names: Iterable[str] | None = None
+) -> tuple[str | None, str | None]:
     """``(token, where)`` for a Django request, or ``(None, None)``.
 
     ``Authorization: Bearer`` comes first; other schemes are ignored. Then the
@@ -280,7 +296,7 @@ def token_from_request(request, cookie_names=None):
 # --- the verifier --------------------------------------------------------------------
 
 
-def _base64url_to_standard_table():
+def _base64url_to_standard_table() -> bytes:
     """A ``bytes.translate`` table: base64url to standard base64, the dots kept,
     every other byte to ``!`` (so one pass both translates and finds strays)."""
     table = bytearray(b"!" * 256)
@@ -293,7 +309,7 @@ def _base64url_to_standard_table():
 _TO_STANDARD_B64 = _base64url_to_standard_table()
 if sys.version_info >= (3, 11):
 
-    def decode_base64(segment):
+    def decode_base64(segment: bytes) -> bytes:
         """Bytes from a split() segment (standard alphabet, unpadded)."""
         # strict_mode is a third faster; the alphabet was checked by split().
         return binascii.a2b_base64(
@@ -302,13 +318,14 @@ if sys.version_info >= (3, 11):
 
 else:  # pragma: no cover - Python 3.10
 
-    def decode_base64(segment):
+    def decode_base64(segment: bytes) -> bytes:
         """Bytes from a split() segment (standard alphabet, unpadded)."""
         return binascii.a2b_base64(segment + _PADDING[len(segment) % 4])
 
 
 _PADDING = (b"", b"===", b"==", b"=")  # by len % 4; "===" is never valid: an error
-_SCAN = json.JSONDecoder().scan_once
+# The C scanner every JSONDecoder has; typeshed does not declare it.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _UNSEEN = object()
 MAX_CHECKED_HEADERS = 64
 _PKCS1v15 = padding.PKCS1v15()
@@ -322,14 +339,14 @@ _USER_ID = re.compile(r"user_[A-Za-z0-9]{1,250}")
 _SESSION_ID = re.compile(r"sess_[A-Za-z0-9]{1,250}")
 
 
-def _is_time(value):
+def _is_time(value: Any) -> bool:
     kind = type(value)  # bool is not a time
     return (kind is int or (kind is float and math.isfinite(value))) and (
         -MAX_TIME <= value <= MAX_TIME
     )
 
 
-def _org_claims_are_strings(claims):
+def _org_claims_are_strings(claims: dict[str, Any]) -> bool:
     """``o`` (v2) is an object whose ``id``, ``slg``, ``rol`` are strings if present;
     v1's ``org_id``, ``org_slug``, ``org_role`` are strings if present."""
     org = claims.get("o")
@@ -348,6 +365,21 @@ def _org_claims_are_strings(claims):
     return True
 
 
+class KeySource(Protocol):
+    """What a verifier needs of its keys: :class:`~django_clerk_sync.jwks.StaticKey`
+    and :class:`~django_clerk_sync.jwks.RemoteKeys` are the two there are."""
+
+    description: str
+
+    def key_for(self, kid: str | None, *, network: bool = True) -> RSAPublicKey: ...
+
+    def current(self, kid: str | None) -> RSAPublicKey | None: ...
+
+    def key_after_bad_signature(
+        self, kid: str | None, failed_key: RSAPublicKey, *, network: bool = True
+    ) -> RSAPublicKey | None: ...
+
+
 class SessionTokenVerifier:
     """Verifies Clerk session tokens for one Clerk instance and one set of rules.
 
@@ -355,21 +387,26 @@ class SessionTokenVerifier:
     none is configured); ``clock`` returns Unix seconds and may be replaced in tests.
     """
 
+    # Set by backends.py on first use: its guard for first-sight fetches.
+    _first_sight_fetches: Any
+
     def __init__(
         self,
         *,
-        keys,
-        issuer,
-        authorized_parties=(),
-        accept_without_azp=True,
-        allow_pending=False,
-        leeway=5.0,
-        cookie_names=(SESSION_COOKIE,),
-        clock=time.time,
-        cache_size=TOKEN_CACHE_SIZE,
-        not_configured=None,
-    ):
-        self.keys = keys
+        keys: KeySource | None,
+        issuer: str | None,
+        authorized_parties: Iterable[str] = (),
+        accept_without_azp: bool = True,
+        allow_pending: bool = False,
+        leeway: float = 5.0,
+        cookie_names: Iterable[str] = (SESSION_COOKIE,),
+        clock: Callable[[], float] = time.time,
+        cache_size: int = TOKEN_CACHE_SIZE,
+        not_configured: str | None = None,
+    ) -> None:
+        # None only together with ``not_configured``, and then verify() refuses every
+        # token before a key is needed: the steps may take the keys as present.
+        self.keys: KeySource = keys  # type: ignore[assignment]
         self.issuer = issuer
         self.authorized_parties = frozenset(authorized_parties)
         self.accept_without_azp = accept_without_azp
@@ -381,13 +418,18 @@ class SessionTokenVerifier:
         self.not_configured = not_configured or (
             None if keys is not None and issuer else "no issuer or key source"
         )
-        self._cache = {}  # token -> (SessionClaims, kid, key, exp + leeway)
-        self._checked_headers = {}  # header segment -> its kid, once check_header passed
+        # token -> (SessionClaims, kid, key, exp + leeway)
+        self._cache: dict[
+            str, tuple[SessionClaims, str | None, RSAPublicKey, float]
+        ] = {}
+        self._checked_headers: dict[
+            bytes, Any
+        ] = {}  # header segment -> its kid, once check_header passed
         self._cache_lock = threading.Lock()
 
     # -- entry points
 
-    def verify(self, token, *, network=True):
+    def verify(self, token: str, *, network: bool = True) -> SessionClaims:
         """The :class:`SessionClaims` of a valid token; raises :class:`TokenRejected`,
         or :class:`jwks.NeedsNetwork` when ``network=False`` and keys must be fetched.
         """
@@ -425,7 +467,7 @@ class SessionTokenVerifier:
 
     # -- the steps
 
-    def split(self, token):
+    def split(self, token: str) -> tuple[bytes, bytes, bytes, bytes]:
         """``(signing input, header, payload, signature)`` as bytes.
 
         The token must be three base64url segments (no padding, nothing else),
@@ -449,7 +491,7 @@ class SessionTokenVerifier:
             raise TokenRejected(Reason.MALFORMED, "an empty segment")
         return raw[: len(header) + 1 + len(payload)], header, payload, signature
 
-    def _json_segment(self, segment, what):
+    def _json_segment(self, segment: bytes, what: str) -> dict[str, Any]:
         try:
             text = decode_base64(segment).decode("utf-8")
             # The decoder's scanner, without json.loads' encoding detection and
@@ -461,10 +503,10 @@ class SessionTokenVerifier:
             raise TokenRejected(Reason.MALFORMED, f"the {what} is not a JSON object")
         return value
 
-    def read_header(self, segment):
+    def read_header(self, segment: bytes) -> dict[str, Any]:
         return self._json_segment(segment, "header")
 
-    def check_header(self, header):
+    def check_header(self, header: dict[str, Any]) -> None:
         if header.get("alg") != "RS256":
             raise TokenRejected(Reason.UNSUPPORTED_ALGORITHM, "alg is not RS256")
         if "crit" in header:
@@ -480,7 +522,7 @@ class SessionTokenVerifier:
         if kid is not None and type(kid) is not str:
             raise TokenRejected(Reason.MALFORMED, "kid is not a string")
 
-    def key_for(self, kid, *, network=True):
+    def key_for(self, kid: str | None, *, network: bool = True) -> RSAPublicKey:
         try:
             return self.keys.key_for(kid, network=network)
         except jwks.KeyNotFound as missing:
@@ -488,7 +530,7 @@ class SessionTokenVerifier:
                 missing.reason, f"no key for this kid from {self.keys.description}"
             )
 
-    def decode_signature(self, segment):
+    def decode_signature(self, segment: bytes) -> bytes:
         try:
             signature = decode_base64(segment)
         except ValueError:
@@ -497,7 +539,15 @@ class SessionTokenVerifier:
             raise TokenRejected(Reason.MALFORMED, "the signature is not base64url")
         return signature
 
-    def check_signature(self, key, kid, signing_input, signature, *, network=True):
+    def check_signature(
+        self,
+        key: RSAPublicKey,
+        kid: str | None,
+        signing_input: bytes,
+        signature: bytes,
+        *,
+        network: bool = True,
+    ) -> RSAPublicKey:
         """Return the key that verified the signature; one refetch for a key rotated
         under the same ``kid``."""
         try:
@@ -514,10 +564,10 @@ class SessionTokenVerifier:
                 pass
         raise TokenRejected(Reason.BAD_SIGNATURE, "signature does not verify")
 
-    def read_claims(self, segment):
+    def read_claims(self, segment: bytes) -> dict[str, Any]:
         return self._json_segment(segment, "payload")
 
-    def check_claims(self, claims, now):
+    def check_claims(self, claims: dict[str, Any], now: float) -> SessionClaims:
         """Every claim rule, in this order: required claims and their types, the
         issuer, the times (with leeway), the authorized party, the session status.
         Returns the :class:`SessionClaims`. (One method, not five: this runs on
@@ -603,14 +653,16 @@ class SessionTokenVerifier:
 
     # -- the verified-token cache
 
-    def _remember(self, token, session, kid, key):
+    def _remember(
+        self, token: str, session: SessionClaims, kid: str | None, key: RSAPublicKey
+    ) -> None:
         if len(self._cache) >= self.cache_size:
             with self._cache_lock:
                 self._evict()
         # One dict assignment: atomic, so readers need no lock.
         self._cache[token] = (session, kid, key, session.expires_at + self.leeway)
 
-    def _evict(self):
+    def _evict(self) -> None:
         """Make room in bulk (popping a dict's first entry one at a time gets slow):
         drop the expired entries, then the oldest half if still too full."""
         cache = self._cache
@@ -622,7 +674,7 @@ class SessionTokenVerifier:
             kept = kept[len(kept) - self.cache_size // 2 :]
         self._cache = dict(kept)
 
-    def forget_tokens(self):
+    def forget_tokens(self) -> None:
         """Empty the verified-token cache."""
         with self._cache_lock:
             self._cache.clear()
@@ -631,16 +683,16 @@ class SessionTokenVerifier:
 # --- the verifier for the current settings -------------------------------------------
 
 _lock = threading.Lock()
-_current = None
-_by_config = {}
+_current: SessionTokenVerifier | None = None
+_by_config: dict[str, SessionTokenVerifier] = {}
 
 
-def build_verifier(**overrides):
+def build_verifier(**overrides: Any) -> SessionTokenVerifier:
     """A new verifier from the current settings (``overrides`` replace arguments)."""
     from django.conf import settings
 
     problem = None
-    keys = None
+    keys: KeySource | None = None
     pem = clerk_settings.JWT_KEY
     try:
         timeout = float(clerk_settings.HTTP_TIMEOUT)
@@ -655,7 +707,7 @@ def build_verifier(**overrides):
             problem = f"CLERK_JWT_KEY {exc}"
     elif clerk_settings.JWKS_URL:
         url = clerk_settings.JWKS_URL
-        headers = {}
+        headers: dict[str, str] = {}
         secret = clerk_settings.SECRET_KEY
         if (
             secret
@@ -680,7 +732,7 @@ def build_verifier(**overrides):
         cookie_names.insert(
             0, f"{SESSION_COOKIE}_{session_cookie_suffix(publishable_key)}"
         )
-    arguments = dict(
+    arguments: dict[str, Any] = dict(
         keys=keys,
         issuer=issuer,
         authorized_parties=clerk_settings.AUTHORIZED_PARTIES,
@@ -692,7 +744,11 @@ def build_verifier(**overrides):
     )
     arguments.update(overrides)
     if problem and settings.configured:
-        logger.warning("Clerk session tokens are all rejected: %s", problem)
+        logger.warning(
+            "Clerk session tokens are all rejected: %s",
+            problem,
+            extra={"reason": Reason.NOT_CONFIGURED, "detail": problem},
+        )
     return SessionTokenVerifier(**arguments)
 
 
@@ -715,13 +771,13 @@ VERIFIER_SETTINGS = (
 )
 
 
-def _config_identity():
+def _config_identity() -> str:
     from django.conf import settings
 
     return repr(tuple(getattr(settings, name, None) for name in VERIFIER_SETTINGS))
 
 
-def get_verifier():
+def get_verifier() -> SessionTokenVerifier:
     """The verifier for the current settings (one per distinct configuration, so
     two Clerk instances never share keys or cached tokens)."""
     global _current
@@ -739,13 +795,13 @@ def get_verifier():
 
 
 @receiver(setting_changed)
-def _settings_changed(setting, **kwargs):
+def _settings_changed(setting: str, **kwargs: Any) -> None:
     global _current
     if setting.startswith("CLERK_") or setting == "CACHES":
         _current = None
 
 
-def reset_verifiers():
+def reset_verifiers() -> None:
     """Forget every verifier, with their keys and cached tokens (for tests)."""
     global _current
     with _lock:

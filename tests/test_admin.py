@@ -1,5 +1,7 @@
 """The admin shows the event log and the links, and never writes them."""
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
@@ -41,6 +43,29 @@ def test_event_log_lists_filters_and_shows_the_payload(deliver, admin_client_csr
     # The payload is pretty-printed and escaped, not shown as raw bytes.
     assert b"&quot;type&quot;: &quot;user.created&quot;" in detail.content
     assert b'name="_save"' not in detail.content  # read-only
+
+
+def test_a_deeply_nested_payload_is_shown_as_sent_not_indented(
+    deliver, admin_client_csrf
+):
+    # Indenting costs the square of the depth: 5,000 levels (which Python 3.13's
+    # parser accepts) made the page take minutes. 300 parses on every Python.
+    from django_clerk_sync.models import WebhookEvent
+
+    envelope = load_event("user_created")
+    envelope["data"]["public_metadata"] = {"deep": "[" * 300 + "]" * 300}
+    envelope["data"]["unsafe_metadata"] = json.loads("[" * 300 + "]" * 300)
+    deliver(envelope, svix_id="msg_admin_deep")
+    event = WebhookEvent.objects.get(svix_id="msg_admin_deep")
+
+    detail = admin_client_csrf.get(
+        reverse("admin:django_clerk_sync_webhookevent_change", args=[event.pk])
+    )
+
+    assert detail.status_code == 200
+    assert event.body_text.replace('"', "&quot;").encode() in detail.content
+    assert b"&quot;type&quot;: &quot;user.created&quot;" in detail.content
+    assert b"\n  &quot;data&quot;" not in detail.content  # not indented
 
 
 def test_admin_cannot_add_or_delete_events(deliver, admin_client_csrf):

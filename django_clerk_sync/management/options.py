@@ -1,5 +1,7 @@
 """Option parsing shared by the management commands."""
 
+import logging
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from django.core.management.base import CommandError
@@ -27,3 +29,53 @@ def milliseconds(value, option):
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return int(when.timestamp() * 1000)
+
+
+#: The exit status of a command that ran to the end but some of whose items failed
+#: (users in a backfill, events in a replay); 1 is a command that could not do its job.
+PARTIAL_FAILURE = 2
+
+
+class _CommandLogHandler(logging.Handler):
+    """The app's log records, one line each, on a command's stderr (styled by it, so
+    ``--no-color`` holds)."""
+
+    def __init__(self, command):
+        super().__init__()
+        self.command = command
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record):
+        style = self.command.style
+        if record.levelno >= logging.ERROR:
+            style_func = style.ERROR
+        elif record.levelno >= logging.WARNING:
+            style_func = style.WARNING
+        else:
+            style_func = str  # not the stderr default, red
+        try:
+            self.command.stderr.write(self.format(record), style_func=style_func)
+        except Exception:  # a broken pipe must not fail the command
+            self.handleError(record)
+
+
+@contextmanager
+def verbosity_logging(command, verbosity):
+    """Show the app's log records on the command's stderr: at ``-v 2`` its ``INFO``
+    ones (one line per user synced, event processed, request retried), at ``-v 3``
+    its ``DEBUG`` ones too. Below 2 the project's ``LOGGING`` alone decides."""
+    if verbosity < 2:
+        yield
+        return
+    logger = logging.getLogger("django_clerk_sync")
+    handler = _CommandLogHandler(command)
+    handler.setLevel(logging.INFO if verbosity == 2 else logging.DEBUG)
+    level = logger.level
+    if logger.getEffectiveLevel() > handler.level:
+        logger.setLevel(handler.level)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -4,14 +4,15 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...backend_api import MAX_PAGE_SIZE, BackendAPI, BackendAPIError, settings_problem
 from ...backfill import SUMMARY_LINES, BackfillError, ProgressMeter, run_backfill
-from ..options import milliseconds
+from ..options import PARTIAL_FAILURE, milliseconds, verbosity_logging
 
 
 class Command(BaseCommand):
     help = (
         "Copy every Clerk user into Django through the same sync path as the "
         "webhook (Backend API GET /v1/users). Safe to re-run at any time to "
-        "reconcile; exits non-zero if any user failed."
+        "reconcile. Exit status 0 when every user was applied, 2 when the listing "
+        "finished but some users failed, 1 when it could not run or stopped."
     )
 
     def add_arguments(self, parser):
@@ -83,16 +84,17 @@ class Command(BaseCommand):
         if options["dry_run"] and self.verbosity >= 1:
             self.stdout.write("Dry run: nothing will be written.")
         try:
-            report = run_backfill(
-                api,
-                page_size=page_size,
-                since=since,
-                limit=options["limit"],
-                dry_run=options["dry_run"],
-                deactivate_missing=options["deactivate_missing"],
-                max_missing_fraction=options["max_missing"] / 100,
-                on_page=self._progress,
-            )
+            with verbosity_logging(self, self.verbosity):
+                report = run_backfill(
+                    api,
+                    page_size=page_size,
+                    since=since,
+                    limit=options["limit"],
+                    dry_run=options["dry_run"],
+                    deactivate_missing=options["deactivate_missing"],
+                    max_missing_fraction=options["max_missing"] / 100,
+                    on_page=self._progress,
+                )
         except BackfillError as exc:
             self._end_live_line()
             self._summary(exc.report, options)
@@ -103,7 +105,10 @@ class Command(BaseCommand):
         self._end_live_line()
         self._summary(report, options)
         if report.failed:
-            raise CommandError(f"{report.failed} user(s) failed; see the lines above")
+            raise CommandError(
+                f"{report.failed} user(s) failed; see the lines above",
+                returncode=PARTIAL_FAILURE,
+            )
 
     # Output
 

@@ -7,14 +7,15 @@ from django.core.management.base import BaseCommand, CommandError
 from ...events import process_event
 from ...models import WebhookEvent
 from ...sync import PermanentFailure
-from ..options import milliseconds
+from ..options import PARTIAL_FAILURE, milliseconds, verbosity_logging
 
 
 class Command(BaseCommand):
     help = (
         "Process stored webhook events again (they were verified when they arrived). "
         "Idempotent: processed and ignored events are left as they are unless "
-        "--ids names them. Exits non-zero if an event fails again."
+        "--ids names them. Exit status 2 if an event fails again, 1 if the "
+        "command could not run."
     )
 
     def add_arguments(self, parser):
@@ -73,19 +74,38 @@ class Command(BaseCommand):
                 raise CommandError(f"--since {options['since']!r} is out of range")
             events = events.filter(received_at__gt=since)
 
+        verbosity = options["verbosity"]
+        with verbosity_logging(self, verbosity):
+            done, failed = self._replay(list(events), options["dry_run"], verbosity)
+        if verbosity >= 1:
+            if options["dry_run"]:
+                self.stdout.write(f"{done} event(s) would be processed")
+            else:
+                self.stdout.write(f"{done} event(s) processed, {failed} failed again")
+        if failed:
+            raise CommandError(
+                f"{failed} event(s) failed again; see the lines above",
+                returncode=PARTIAL_FAILURE,
+            )
+
+    def _replay(self, events, dry_run, verbosity):
+        """Process ``events`` (a list, not iterator(): processing commits, which would
+        reset an open cursor); ``(done, failed)``. At ``-v 0`` only failures print."""
         done = failed = 0
-        # A list, not iterator(): processing commits, which would reset an open cursor.
-        for event in list(events):
+        for event in events:
             if event.status in (event.Status.PROCESSED, event.Status.IGNORED):
                 # Named by --ids: processing is idempotent, so say so and move on.
-                self.stdout.write(
-                    f"{event.svix_id}: already {event.status} ({event.outcome})"
-                )
+                if verbosity >= 1:
+                    self.stdout.write(
+                        f"{event.svix_id}: already {event.status} ({event.outcome})"
+                    )
                 continue
-            if options["dry_run"]:
-                self.stdout.write(
-                    f"would process {event.svix_id} ({event.event_type or '?'}, {event.status})"
-                )
+            if dry_run:
+                if verbosity >= 1:
+                    self.stdout.write(
+                        f"would process {event.svix_id} "
+                        f"({event.event_type or '?'}, {event.status})"
+                    )
                 done += 1
                 continue
             try:
@@ -102,11 +122,10 @@ class Command(BaseCommand):
                 )
                 continue
             done += 1
-            self.stdout.write(f"{event.svix_id}: {event.status} ({event.outcome})")
-        if options["verbosity"] >= 1:
-            if options["dry_run"]:
-                self.stdout.write(f"{done} event(s) would be processed")
-            else:
-                self.stdout.write(f"{done} event(s) processed, {failed} failed again")
-        if failed:
-            raise CommandError(f"{failed} event(s) failed again; see the lines above")
+            if verbosity >= 1:
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"{event.svix_id}: {event.status} ({event.outcome})"
+                    )
+                )
+        return done, failed

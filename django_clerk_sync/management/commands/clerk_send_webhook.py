@@ -111,14 +111,22 @@ class Command(BaseCommand):
             body, what = self._body_from_options(options)
         svix_id = options["svix_id"] or new_svix_id()
 
-        self.stdout.write(f"Sending {what} to {url} with svix-id {svix_id}")
+        verbosity = options["verbosity"]
+        if verbosity >= 1:
+            self.stdout.write(f"Sending {what} to {url} with svix-id {svix_id}")
         status, headers, response_body = self._send(url, secret, body, svix_id)
         try:
             phrase = http.HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
+        line = f"HTTP {status} {phrase}".rstrip()
+        if verbosity < 1:
+            # Quiet: only an answer Svix would count as failed is worth a line.
+            if not 200 <= status < 300:
+                self.stderr.write(line)
+            return
         style = self.style.SUCCESS if 200 <= status < 300 else self.style.ERROR
-        self.stdout.write(style(f"HTTP {status} {phrase}".rstrip()))
+        self.stdout.write(style(line))
         text = self._shown_body(headers, response_body)
         if text:
             self.stdout.write(text)

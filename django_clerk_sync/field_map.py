@@ -5,12 +5,25 @@ gain keys over time, so every source here tolerates missing or oddly typed data
 and returns ``None`` rather than raising.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from importlib import import_module
+from typing import Any
 
 from .conf import clerk_settings
 
+ClerkUser = dict[str, Any]
+"""A Clerk user object, as the Backend API and the webhooks send it."""
+Source = Callable[[ClerkUser], Any]
+"""A resolved field-map source: reads one value from a Clerk user object."""
+FieldMap = list[tuple[str, Source]]
+"""``[(field name, source)]``, as :func:`current_map` returns it."""
 
-def _primary_entry(clerk_user, list_key, id_key, value_key):
+
+def _primary_entry(
+    clerk_user: ClerkUser, list_key: str, id_key: str, value_key: str
+) -> str | None:
     # The primary entry is the one whose id matches, never "the first one".
     primary_id = clerk_user.get(id_key)
     entries = clerk_user.get(list_key)
@@ -23,29 +36,29 @@ def _primary_entry(clerk_user, list_key, id_key, value_key):
     return None
 
 
-def primary_email(clerk_user):
+def primary_email(clerk_user: ClerkUser) -> str | None:
     return _primary_entry(
         clerk_user, "email_addresses", "primary_email_address_id", "email_address"
     )
 
 
-def primary_phone(clerk_user):
+def primary_phone(clerk_user: ClerkUser) -> str | None:
     return _primary_entry(
         clerk_user, "phone_numbers", "primary_phone_number_id", "phone_number"
     )
 
 
-def full_name(clerk_user):
+def full_name(clerk_user: ClerkUser) -> str:
     parts = [clerk_user.get("first_name"), clerk_user.get("last_name")]
     return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
 
 
-def image_url(clerk_user):
+def image_url(clerk_user: ClerkUser) -> str:
     value = clerk_user.get("image_url")
     return value if isinstance(value, str) else ""
 
 
-COMPUTED_SOURCES = {
+COMPUTED_SOURCES: dict[str, Source] = {
     "primary_email": primary_email,
     "primary_phone": primary_phone,
     "full_name": full_name,
@@ -53,11 +66,11 @@ COMPUTED_SOURCES = {
 }
 
 
-def _json_path(path):
+def _json_path(path: str) -> Source:
     keys = path.split(".")
 
-    def read(clerk_user):
-        value = clerk_user
+    def read(clerk_user: ClerkUser) -> Any:
+        value: Any = clerk_user
         for key in keys:
             if not isinstance(value, dict):
                 return None
@@ -68,7 +81,7 @@ def _json_path(path):
     return read
 
 
-def import_callable(dotted):
+def import_callable(dotted: str) -> Callable[..., Any]:
     """Import ``"module.path:attribute"``; raise ``ImportError`` with the reason."""
     module_path, _, attribute = dotted.partition(":")
     module = import_module(module_path)
@@ -81,7 +94,7 @@ def import_callable(dotted):
     return target
 
 
-def resolve_source(source):
+def resolve_source(source: str | Source) -> Source:
     """Turn one field-map source into a function of the Clerk user dict."""
     if callable(source):
         return source
@@ -96,7 +109,7 @@ def resolve_source(source):
     return _json_path(source)
 
 
-def current_map():
+def current_map() -> FieldMap:
     """The map as the settings say now, each source resolved: ``[(field, function)]``.
     A page of users resolves it once instead of once per user."""
     return [
@@ -105,7 +118,9 @@ def current_map():
     ]
 
 
-def mapped_values(clerk_user, field_map=None):
+def mapped_values(
+    clerk_user: ClerkUser, field_map: FieldMap | None = None
+) -> dict[str, Any]:
     """``{field name: value}`` for one Clerk user, as ``field_map`` (default: the
     current map) says."""
     if field_map is None:

@@ -21,11 +21,31 @@ mode) happens in a worker thread and database queries in Django's sync thread,
 never on the event loop.
 """
 
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, HttpResponseBase
 
-from .backends import Authentication, aauthenticate_token, annotate, authenticate_token
-from .tokens import get_verifier, token_from_request
+from .backends import (
+    Authentication,
+    ClerkRequest,
+    aauthenticate_token,
+    annotate,
+    authenticate_token,
+)
+from .tokens import SessionTokenVerifier, get_verifier, token_from_request
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+
+    # A sync or an async view chain, as Django hands it to middleware.
+    _GetResponse = Callable[
+        [HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]
+    ]
 
 __all__ = ["ClerkAuthenticationMiddleware"]
 
@@ -34,13 +54,15 @@ class ClerkAuthenticationMiddleware:
     sync_capable = True
     async_capable = True
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: _GetResponse) -> None:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request):
+    def __call__(
+        self, request: HttpRequest
+    ) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:
             return self.__acall__(request)
         verifier, token = self.prepare(request)
@@ -48,14 +70,15 @@ class ClerkAuthenticationMiddleware:
             self.apply(request, authenticate_token(token, verifier=verifier))
         return self.get_response(request)
 
-    async def __acall__(self, request):
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         verifier, token = self.prepare(request)
         if token is not None:
             self.apply(request, await aauthenticate_token(token, verifier=verifier))
-        return await self.get_response(request)
+        return await cast("Awaitable[HttpResponseBase]", self.get_response(request))
 
-    def prepare(self, request):
+    def prepare(self, request: HttpRequest) -> tuple[SessionTokenVerifier, str | None]:
         """Mark the request as seen; return the verifier and the token (or ``None``)."""
+        request = cast(ClerkRequest, request)
         request.clerk = None
         request.clerk_rejection = None
         if not hasattr(request, "user"):
@@ -65,14 +88,14 @@ class ClerkAuthenticationMiddleware:
         token, _ = token_from_request(request, verifier.cookie_names)
         return verifier, token
 
-    def apply(self, request, outcome: Authentication):
+    def apply(self, request: HttpRequest, outcome: Authentication) -> None:
         annotate(request, outcome)
         if outcome.user is None:
             return
         user = outcome.user
         request.user = user
 
-        async def auser():
+        async def auser() -> _User:
             return user
 
         request.auser = auser  # Django 5.0+: await request.auser()

@@ -53,6 +53,8 @@ The simulator is for tests and local development only: it binds to loopback,
 keeps everything in memory and has no persistence.
 """
 
+from __future__ import annotations
+
 import argparse
 import base64
 import bisect
@@ -66,13 +68,24 @@ import sys
 import threading
 import time
 from collections import deque, namedtuple
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .testing import clerk_user, deleted_user, deliver, event
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import (
+        RSAPrivateKey,
+        RSAPublicKey,
+    )
+
+    # An answer: (status, body, extra headers).
+    _Answer = tuple[int, bytes, dict[str, str]]
 
 __all__ = ["ClerkSimulator", "RecordedRequest"]
 
@@ -92,33 +105,33 @@ was dropped unanswered because ``available`` was ``False``.
 """
 
 
-def _b64url(data):
+def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64url_uint(number):
+def _b64url_uint(number: int) -> str:
     return _b64url(number.to_bytes((number.bit_length() + 7) // 8, "big"))
 
 
-def _now_ms():
+def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _random_id(prefix, rng=None):
+def _random_id(prefix: str, rng: random.Random | None = None) -> str:
     """Clerk-looking ids: a prefix, a ``2`` and 26 base62 characters (27 in all)."""
     if rng is None:
         return prefix + "2" + "".join(_secrets.choice(BASE62) for _ in range(26))
     return prefix + "2" + "".join(rng.choices(BASE62, k=26))
 
 
-def _load_private_key(key):
+def _load_private_key(key: Any) -> Any:
     if isinstance(key, (str, bytes)):
         data = key.encode("ascii") if isinstance(key, str) else key
         return serialization.load_pem_private_key(data, password=None)
     return key
 
 
-def _clerk_error(code, message, long_message, **meta):
+def _clerk_error(code: str, message: str, long_message: str, **meta: Any) -> bytes:
     """The error body Clerk's Backend API answers with, as bytes."""
     body = {
         "errors": [
@@ -137,7 +150,9 @@ def _clerk_error(code, message, long_message, **meta):
 class _ClientError(Exception):
     """A request the simulator answers with a Clerk-shaped 4xx."""
 
-    def __init__(self, status, code, message, long_message, **meta):
+    def __init__(
+        self, status: int, code: str, message: str, long_message: str, **meta: Any
+    ) -> None:
         super().__init__(long_message)
         self.status = status
         self.body = _clerk_error(code, message, long_message, **meta)
@@ -170,7 +185,7 @@ _STATUS_ERRORS = {
 }
 
 
-def _error_for_status(status):
+def _error_for_status(status: int) -> bytes:
     code, message, long_message = _STATUS_ERRORS.get(
         status, ("unexpected_error", "Unexpected error", f"HTTP {status}")
     )
@@ -186,11 +201,11 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 makes a burst of clients wait a SYN retry (1 s).
     request_queue_size = 128
 
-    def __init__(self, address, simulator):
+    def __init__(self, address: tuple[str, int], simulator: ClerkSimulator) -> None:
         self.simulator = simulator
         super().__init__(address, _Handler)
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-answer is not an error worth a traceback.
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
@@ -203,13 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 5
     server_version = "ClerkSimulator"
     sys_version = ""
+    server: _Server
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self.server.simulator._serve(self)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(
+        self, code: int, message: str | None = None, explain: str | None = None
+    ) -> None:
         # Malformed request lines, unknown methods: JSON like every other answer.
         try:
             self.close_connection = True
@@ -223,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.simulator.log_requests:
             sys.stderr.write(
                 "{} - {}\n".format(time.strftime("%H:%M:%S"), format % args)
@@ -242,13 +260,13 @@ class ClerkSimulator:
 
     def __init__(
         self,
-        secret_key="sk_test_simulator",
-        rate_limit=(100, 10.0),
-        instance_id="ins_2simulator000000000000000",
+        secret_key: str = "sk_test_simulator",
+        rate_limit: tuple[int, float] | None = (100, 10.0),
+        instance_id: str = "ins_2simulator000000000000000",
         *,
-        port=0,
-        private_key=None,
-    ):
+        port: int = 0,
+        private_key: RSAPrivateKey | str | bytes | None = None,
+    ) -> None:
         self.secret_key = secret_key
         self.rate_limit = rate_limit
         self.instance_id = instance_id
@@ -259,30 +277,35 @@ class ClerkSimulator:
         self._port = port
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._server = None
-        self._thread = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
 
         # Users are stored as JSON bytes: responses are joined without re-encoding
         # (fast enough for 100,000 users), and callers never hold a live reference.
-        self._keys = []  # sorted (created_at, id): the created_at ordering
-        self._json = {}  # id -> serialised user
-        self._deleted_keys = {}  # id -> (created_at, id), so a cursor survives a delete
+        # sorted (created_at, id): the created_at ordering
+        self._keys: list[tuple[int, str]] = []
+        self._json: dict[str, bytes] = {}  # id -> serialised user
+        # id -> (created_at, id), so a cursor survives a delete
+        self._deleted_keys: dict[str, tuple[int, str]] = {}
         self._clock = 0  # last created_at handed out by default, strictly increasing
         self._serial = 0  # makes generated emails, usernames and phones unique
 
-        self._requests = []
-        self._faults = []  # [remaining, status, path_prefix, retry_after]
-        self._accepted = deque()  # monotonic times of rate-limited requests let through
+        self._requests: list[RecordedRequest] = []
+        self._faults: list[
+            list[Any]
+        ] = []  # [remaining, status, path_prefix, retry_after]
+        # monotonic times of rate-limited requests let through
+        self._accepted: deque[float] = deque()
 
         self._kid = instance_id
         self._rotations = 0
-        self.private_key = _load_private_key(private_key) or rsa.generate_private_key(
-            public_exponent=65537, key_size=2048
-        )
+        self.private_key: RSAPrivateKey = _load_private_key(
+            private_key
+        ) or rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self):
+    def start(self) -> ClerkSimulator:
         """Bind ``127.0.0.1`` (a free port unless one was given) and serve in a thread."""
         if self._server is not None:
             raise RuntimeError("This ClerkSimulator is already running.")
@@ -297,10 +320,10 @@ class ClerkSimulator:
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop serving, close the socket and join every thread. Safe to call twice."""
         server, thread = self._server, self._thread
-        if server is None:
+        if server is None or thread is None:  # both are set, or neither
             return
         self._stopping.set()  # cuts short any response waiting on ``delay``
         server.shutdown()
@@ -308,14 +331,14 @@ class ClerkSimulator:
         thread.join()
         self._server = self._thread = None
 
-    def __enter__(self):
+    def __enter__(self) -> ClerkSimulator:
         return self.start()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
-    def port(self):
+    def port(self) -> int:
         if self._server is None:
             raise RuntimeError(
                 "The ClerkSimulator is not running: call start() or use `with sim:`."
@@ -323,30 +346,32 @@ class ClerkSimulator:
         return self._server.server_address[1]
 
     @property
-    def url(self):
+    def url(self) -> str:
         """The Backend API base: ``CLERK_API_URL = sim.url``."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def issuer(self):
+    def issuer(self) -> str:
         """The ``iss`` of minted tokens. Clerk's is its Frontend API URL; here the
         same server plays that part."""
         return self.url
 
     @property
-    def jwks_url(self):
+    def jwks_url(self) -> str:
         """The public JWKS, at the Frontend API path."""
         return self.issuer + "/.well-known/jwks.json"
 
     @property
-    def publishable_key(self):
+    def publishable_key(self) -> str:
         # Clerk's encoding: the prefix, then standard base64 (padded) of "<host>$".
         host = self.issuer.split("://", 1)[1]
         return "pk_test_" + base64.b64encode(f"{host}$".encode("ascii")).decode("ascii")
 
     # ---------------------------------------------------------------- users
 
-    def add_user(self, clerk_id=None, **kwargs):
+    def add_user(
+        self, clerk_id: str | dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         """Store a user and return it (a copy).
 
         ``kwargs`` are those of ``testing.clerk_user`` (``email=``, ``phone=``,
@@ -363,7 +388,9 @@ class ClerkSimulator:
             self._store_new(user)
             return json.loads(self._json[user["id"]])
 
-    def add_users(self, n, *, seed=0, **kwargs):
+    def add_users(
+        self, n: int, *, seed: int = 0, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         """Add ``n`` users with the mix a real instance has, and return them.
 
         About half have one email; others several emails (the primary is not always
@@ -386,7 +413,7 @@ class ClerkSimulator:
                 added.append(user)
             return added
 
-    def update_user(self, clerk_id, **changes):
+    def update_user(self, clerk_id: str, **changes: Any) -> dict[str, Any]:
         """Change keys of a stored user and bump its ``updated_at`` (unless given).
 
         ``email=`` is a shortcut that changes the primary email address.
@@ -403,7 +430,7 @@ class ClerkSimulator:
             self._json[clerk_id] = self._dumps(user)
             return user
 
-    def delete_user(self, clerk_id):
+    def delete_user(self, clerk_id: str) -> dict[str, Any]:
         """Remove a user; returns the ``data`` of the matching ``user.deleted``."""
         with self._lock:
             if clerk_id not in self._json:
@@ -414,33 +441,33 @@ class ClerkSimulator:
             self._deleted_keys[clerk_id] = key
             return deleted_user(clerk_id)
 
-    def get_user(self, clerk_id):
+    def get_user(self, clerk_id: str) -> dict[str, Any] | None:
         """The stored user (a copy), or ``None``."""
         with self._lock:
             return self._get(clerk_id)
 
     @property
-    def users(self):
+    def users(self) -> list[dict[str, Any]]:
         """Every current user (copies), oldest first."""
         with self._lock:
             return [json.loads(self._json[clerk_id]) for _, clerk_id in self._keys]
 
-    def _get(self, clerk_id):
+    def _get(self, clerk_id: str) -> dict[str, Any] | None:
         data = self._json.get(clerk_id)
         return json.loads(data) if data is not None else None
 
-    def _next_created_at(self):
+    def _next_created_at(self) -> int:
         # Strictly increasing even within one millisecond, so the order is deterministic.
         self._clock = max(_now_ms(), self._clock + 1)
         return self._clock
 
     @staticmethod
-    def _dumps(user):
+    def _dumps(user: dict[str, Any]) -> bytes:
         return json.dumps(user, ensure_ascii=False, separators=(",", ":")).encode(
             "utf-8"
         )
 
-    def _store_new(self, user):
+    def _store_new(self, user: dict[str, Any]) -> None:
         clerk_id, created_at = user.get("id"), user.get("created_at")
         if not isinstance(clerk_id, str) or not isinstance(created_at, int):
             raise ValueError("A user needs a string 'id' and an integer 'created_at'.")
@@ -451,7 +478,7 @@ class ClerkSimulator:
         self._deleted_keys.pop(clerk_id, None)
         self._json[clerk_id] = self._dumps(user)
 
-    def _set_primary_email(self, user, address):
+    def _set_primary_email(self, user: dict[str, Any], address: str | None) -> None:
         emails = user.setdefault("email_addresses", [])
         primary = next(
             (e for e in emails if e.get("id") == user.get("primary_email_address_id")),
@@ -500,7 +527,9 @@ class ClerkSimulator:
         "Smith",
     ]
 
-    def _generated_user(self, rng, created_at):
+    def _generated_user(
+        self, rng: random.Random, created_at: int | None
+    ) -> dict[str, Any]:
         self._serial += 1
         number = self._serial
         clerk_id = _random_id("user_", rng)
@@ -567,22 +596,22 @@ class ClerkSimulator:
     # ---------------------------------------------------------------- keys and tokens
 
     @property
-    def kid(self):
+    def kid(self) -> str:
         """The current key's ``kid``: the instance id, as at Clerk, unless rotated away."""
         return self._kid
 
     @property
-    def public_key(self):
+    def public_key(self) -> RSAPublicKey:
         return self.private_key.public_key()
 
     @property
-    def public_key_pem(self):
+    def public_key_pem(self) -> str:
         """What the dashboard shows as "JWKS Public Key" (a networkless ``CLERK_JWT_KEY``)."""
         return self.public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
 
-    def rotate_key(self, keep_kid=True):
+    def rotate_key(self, keep_kid: bool = True) -> str:
         """Switch to a new RSA-2048 key; the JWKS serves only the new one.
 
         Clerk's ``kid`` is the instance id, so a rotated key can keep it
@@ -597,7 +626,7 @@ class ClerkSimulator:
                 self._kid = f"{self.instance_id}_{self._rotations}"
             return self._kid
 
-    def jwks_keys(self, *kids):
+    def jwks_keys(self, *kids: str) -> list[dict[str, str]]:
         """The current public key as JWKs, once per ``kid`` (default: the current one)."""
         numbers = self.public_key.public_numbers()
         return [
@@ -614,18 +643,18 @@ class ClerkSimulator:
 
     def mint_session_token(
         self,
-        sub,
+        sub: str,
         *,
-        sid=None,
-        lifetime=60,
-        iat=None,
-        nbf=None,
-        exp=None,
-        azp="http://localhost:3000",
-        claims=None,
-        headers=None,
-        key=None,
-    ):
+        sid: str | None = None,
+        lifetime: float = 60,
+        iat: float | None = None,
+        nbf: float | None = None,
+        exp: float | None = None,
+        azp: str | None = "http://localhost:3000",
+        claims: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        key: RSAPrivateKey | str | bytes | None = None,
+    ) -> str:
         """A session token shaped like Clerk's v2 tokens, signed RS256.
 
         Defaults follow Clerk: 60 s lifetime, ``nbf = iat - 10``, the ``cat`` of
@@ -637,7 +666,7 @@ class ClerkSimulator:
         with self._lock:  # the kid and the key of one rotation, never a mix
             kid, current_key = self._kid, self.private_key
         iat = int(time.time()) if iat is None else iat
-        payload = {
+        payload: dict[str, Any] = {
             "azp": azp,
             "exp": iat + lifetime if exp is None else exp,
             "fva": [0, -1],
@@ -651,7 +680,12 @@ class ClerkSimulator:
         }
         if azp is None:
             del payload["azp"]
-        header = {"alg": "RS256", "cat": SESSION_TOKEN_CAT, "kid": kid, "typ": "JWT"}
+        header: dict[str, Any] = {
+            "alg": "RS256",
+            "cat": SESSION_TOKEN_CAT,
+            "kid": kid,
+            "typ": "JWT",
+        }
         for target, overrides in ((payload, claims), (header, headers)):
             for name, value in (overrides or {}).items():
                 if value is None:
@@ -673,7 +707,15 @@ class ClerkSimulator:
 
     # ---------------------------------------------------------------- webhooks
 
-    def deliver_webhook(self, url, secret, event_type, data, *, svix_id=None):
+    def deliver_webhook(
+        self,
+        url: str,
+        secret: str,
+        event_type: str,
+        data: str | dict[str, Any],
+        *,
+        svix_id: str | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         """Sign and POST a Clerk event to ``url``, as Svix would.
 
         ``data`` is the event's ``data``; a Clerk id instead means the stored user
@@ -692,7 +734,14 @@ class ClerkSimulator:
 
     # ---------------------------------------------------------------- faults and records
 
-    def fail_next(self, n, status=500, path_prefix="/v1/", *, retry_after=None):
+    def fail_next(
+        self,
+        n: int,
+        status: int = 500,
+        path_prefix: str = "/v1/",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         """Answer the next ``n`` requests under ``path_prefix`` with ``status``.
 
         Comes before authentication and rate limiting, like a failing proxy. A 429
@@ -704,31 +753,32 @@ class ClerkSimulator:
             self._faults.append([n, status, path_prefix, retry_after])
 
     @property
-    def requests(self):
+    def requests(self) -> list[RecordedRequest]:
         """A snapshot of every request seen: ``RecordedRequest(method, path, query, status)``."""
         with self._lock:
             return list(self._requests)
 
-    def request_count(self, path_prefix=""):
+    def request_count(self, path_prefix: str = "") -> int:
         with self._lock:
             return sum(1 for r in self._requests if r.path.startswith(path_prefix))
 
-    def reset_counts(self):
+    def reset_counts(self) -> None:
         """Forget the recorded requests (the rate-limit window is kept)."""
         with self._lock:
             self._requests.clear()
 
-    def reset_rate_limit(self):
+    def reset_rate_limit(self) -> None:
         """Start a fresh rate-limit window."""
         with self._lock:
             self._accepted.clear()
 
     # ---------------------------------------------------------------- serving
 
-    def _serve(self, handler):
+    def _serve(self, handler: _Handler) -> None:
         raw_path, _, query_string = handler.path.partition("?")
         query_string = query_string.partition("#")[0]
         path = unquote(raw_path.partition("#")[0], errors="replace")
+        params: dict[str, list[str]]
         try:
             params = parse_qs(query_string, keep_blank_values=True, errors="replace")
         except ValueError:
@@ -767,11 +817,13 @@ class ClerkSimulator:
         except OSError:
             pass  # the client went away
 
-    def _record(self, method, path, query, status):
+    def _record(
+        self, method: str, path: str, query: dict[str, Any], status: int | None
+    ) -> None:
         with self._lock:
             self._requests.append(RecordedRequest(method, path, query, status))
 
-    def _take_fault(self, path):
+    def _take_fault(self, path: str) -> tuple[int, Any] | None:
         with self._lock:
             for fault in self._faults:
                 if fault[0] > 0 and path.startswith(fault[2]):
@@ -780,7 +832,9 @@ class ClerkSimulator:
                     return fault[1], fault[3]
         return None
 
-    def _route(self, handler, path, params):
+    def _route(
+        self, handler: _Handler, path: str, params: dict[str, list[str]]
+    ) -> _Answer:
         fault = self._take_fault(path)
         if fault is not None:
             status, retry_after = fault
@@ -824,17 +878,17 @@ class ClerkSimulator:
             return 200, user, {}
         return self._not_found()
 
-    def _not_found(self):
+    def _not_found(self) -> _Answer:
         return 404, _error_for_status(404), {}
 
-    def _authenticate(self, handler):
+    def _authenticate(self, handler: _Handler) -> None:
         scheme, _, key = (handler.headers.get("Authorization") or "").partition(" ")
         expected = self.secret_key.encode("utf-8")
         given = key.strip().encode("latin-1", "replace")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
             raise _ClientError(401, *_STATUS_ERRORS[401])
 
-    def _rate_limited(self):
+    def _rate_limited(self) -> int | None:
         """``None`` when the request may go on, else the ``Retry-After`` seconds."""
         limit = self.rate_limit
         if not limit:
@@ -851,17 +905,19 @@ class ClerkSimulator:
             # finds the window open again.
             return max(1, math.ceil(self._accepted[0] + window - now))
 
-    def _jwks(self):
+    def _jwks(self) -> _Answer:
         with self._lock:
             keys = self.jwks_keys()
         return 200, json.dumps({"keys": keys}).encode("utf-8"), {}
 
     # -- /v1/users
 
-    def _selection(self, params, *, for_listing):
+    def _selection(
+        self, params: dict[str, list[str]], *, for_listing: bool
+    ) -> tuple[list[tuple[int, str]], Any]:
         """The ids the filters select, in the requested order, as the listing pages them."""
 
-        def integer(name):
+        def integer(name: str) -> int | None:
             value = params.get(name, [None])[-1]
             if value is None:
                 return None
@@ -942,7 +998,7 @@ class ClerkSimulator:
                     page = window[offset : offset + limit]
             return page, b"[" + b",".join(self._json[k[1]] for k in page) + b"]"
 
-    def _cursor_key(self, clerk_id):
+    def _cursor_key(self, clerk_id: str) -> tuple[int, str]:
         data = self._json.get(clerk_id)
         if data is not None:
             return (json.loads(data)["created_at"], clerk_id)
@@ -957,11 +1013,11 @@ class ClerkSimulator:
             param_name="starting_after",
         )
 
-    def _list_users(self, params):
+    def _list_users(self, params: dict[str, list[str]]) -> _Answer:
         _, body = self._selection(params, for_listing=True)
         return 200, body, {}
 
-    def _count_users(self, params):
+    def _count_users(self, params: dict[str, list[str]]) -> _Answer:
         window, _ = self._selection(params, for_listing=False)
         body = json.dumps({"object": "total_count", "total_count": len(window)})
         return 200, body.encode("utf-8"), {}
@@ -970,7 +1026,7 @@ class ClerkSimulator:
 # -------------------------------------------------------------------- command line
 
 
-def _parse_rate_limit(text):
+def _parse_rate_limit(text: str) -> tuple[int, float] | None:
     if text.lower() in ("none", "off", "0"):
         return None
     try:
@@ -982,7 +1038,7 @@ def _parse_rate_limit(text):
         ) from None
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m django_clerk_sync.simulator",
         description="Serve a fake Clerk instance on 127.0.0.1 until Ctrl-C.",

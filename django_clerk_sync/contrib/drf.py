@@ -23,15 +23,31 @@ CSRF check on unsafe methods (403 without a valid CSRF token), as DRF's
 ``SessionAuthentication`` is; a Bearer header token is not.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
 from ..backends import annotate, authenticate_token
 from ..tokens import token_from_request
 
+if TYPE_CHECKING:
+    from rest_framework.request import Request
+
+    from ..backends import ClerkRequest
+    from ..tokens import SessionClaims
+
+    class _DRFRequest(ClerkRequest):
+        _clerk_drf_reason: str | None
+
+    # What authenticate() answers: (user, claims), or None for "not this class".
+    _Answer = tuple[Any, SessionClaims | None] | None
+
 __all__ = ["ClerkAuthentication"]
 
-MESSAGES = {
+MESSAGES: dict[str, str] = {
     "not_configured": "Clerk session tokens are not configured on this server.",
     "malformed": "The token is not a well-formed JWT.",
     "unsupported_algorithm": "The token is not signed with RS256.",
@@ -60,8 +76,8 @@ MESSAGES = {
 class ClerkAuthentication(BaseAuthentication):
     www_authenticate_realm = "api"
 
-    def authenticate(self, request):
-        django_request = request._request
+    def authenticate(self, request: Request) -> _Answer:
+        django_request = cast("_DRFRequest", request._request)
         token, where = token_from_request(django_request)
         if hasattr(django_request, "clerk_rejection"):  # the middleware ran
             if django_request.clerk is not None:
@@ -79,7 +95,7 @@ class ClerkAuthentication(BaseAuthentication):
         self.enforce_csrf_for_cookies(request, where)
         return outcome.user, outcome.session
 
-    def enforce_csrf_for_cookies(self, request, where):
+    def enforce_csrf_for_cookies(self, request: Request, where: str | None) -> None:
         """A token the browser sends by itself (the ``__session`` cookie) is as
         forgeable by another site as a session cookie: DRF marks its views
         csrf_exempt, so check CSRF here, as DRF's SessionAuthentication does. A
@@ -87,7 +103,9 @@ class ClerkAuthentication(BaseAuthentication):
         if where == "cookie":
             SessionAuthentication().enforce_csrf(request)
 
-    def refuse(self, django_request, reason, where):
+    def refuse(
+        self, django_request: _DRFRequest, reason: str | None, where: str | None
+    ) -> _Answer:
         if where == "cookie":
             # A stale __session cookie (the browser refreshes it every ~50 s) must
             # not shut out the next class, e.g. a Django session login.
@@ -95,14 +113,14 @@ class ClerkAuthentication(BaseAuthentication):
             return None
         self.fail(django_request, reason)
 
-    def fail(self, django_request, reason):
+    def fail(self, django_request: _DRFRequest, reason: str | None) -> NoReturn:
         django_request._clerk_drf_reason = reason
         raise exceptions.AuthenticationFailed(
-            {"detail": MESSAGES.get(reason, "Invalid token."), "code": reason},
+            {"detail": MESSAGES.get(reason or "", "Invalid token."), "code": reason},
             code=reason,
         )
 
-    def authenticate_header(self, request):
+    def authenticate_header(self, request: Request) -> str:
         header = f'Bearer realm="{self.www_authenticate_realm}"'
         reason = getattr(request._request, "_clerk_drf_reason", None)
         if reason:

@@ -34,6 +34,11 @@ from django.contrib.auth import get_user_model
 from django.http.cookie import parse_cookie
 from django.test import AsyncClient, Client
 from django.urls import reverse
+
+pytest.importorskip(
+    "hypothesis",
+    reason="needs Hypothesis (the test extra): pip install 'hypothesis>=6.100'",
+)
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 

@@ -21,8 +21,14 @@ import itertools
 from dataclasses import dataclass
 from typing import Optional
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.test import override_settings
+
+pytest.importorskip(
+    "hypothesis",
+    reason="needs Hypothesis (the test extra): pip install 'hypothesis>=6.100'",
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st

@@ -97,6 +97,9 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         # levels deep, which Python 3.13's parser accepts): deep bodies are shown as sent.
         if parsed is not None and _nesting(parsed) <= MAX_PRETTY_DEPTH:
             text = json.dumps(parsed, indent=2, ensure_ascii=False)
+            # A lone surrogate ("\ud800", which a user can put in unsafe_metadata)
+            # cannot be written as UTF-8: show it escaped, as JSON writes it.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
 
 

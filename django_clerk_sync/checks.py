@@ -38,6 +38,8 @@ def secret_problem(secret):
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
+        if not secret.startswith("whsec_"):
+            return "is not a signing secret (they start with whsec_)"
         return "is not valid base64 after its whsec_ prefix"
     if not 24 <= len(key) <= 64:
         return f"decodes to {len(key)} bytes; Svix secrets are 24 to 64 bytes"
@@ -218,8 +220,15 @@ CLERK_SDK_SETTINGS = frozenset(
         "CLERK_SIGN_UP_URL",
         "CLERK_TELEMETRY_DEBUG",
         "CLERK_TELEMETRY_DISABLED",
+        # Older names of the redirect variables, and the Frontend API's host.
+        "CLERK_AFTER_SIGN_IN_URL",
+        "CLERK_AFTER_SIGN_UP_URL",
+        "CLERK_FRONTEND_API",
     }
 )
+
+#: Prefixes of families of Clerk SDK variables (``CLERK_TELEMETRY_SAMPLING_RATE``...).
+CLERK_SDK_PREFIXES = ("CLERK_TELEMETRY_",)
 
 #: ``{name: the setting this package reads instead}``: names removed or renamed in a
 #: release (none so far), and names Clerk's SDKs give one of this package's settings.
@@ -242,13 +251,23 @@ def known_setting_names():
     for path in package.rglob("*.py"):
         if "migrations" not in path.parts:
             names.update(_SETTING_NAME.findall(path.read_text(encoding="utf-8")))
+    if not names:
+        # Installed without sources (compiled only, or zipped): nothing to compare
+        # against, and a warning that the webhook secret "has no effect" would be false.
+        return None
     return frozenset(names - CLERK_SDK_SETTINGS - set(RENAMED_SETTINGS))
 
 
 @register(Tags.compatibility)
 def check_setting_names(app_configs=None, **kwargs):
     known = known_setting_names()
-    configured = {name for name in dir(settings) if name.startswith("CLERK_")}
+    if known is None:
+        return []
+    configured = {
+        name
+        for name in dir(settings)
+        if name.startswith("CLERK_") and not name.startswith(CLERK_SDK_PREFIXES)
+    }
     messages = []
     for name in sorted(configured - known - CLERK_SDK_SETTINGS):
         instead = RENAMED_SETTINGS.get(name)
@@ -597,10 +616,10 @@ def check_clerk_endpoint_settings(app_configs=None, **kwargs):
 
 @register()
 def check_processing_settings(app_configs=None, **kwargs):
-    """CLERK_SYNC_PROCESSING and the task settings: E050 to E056."""
+    """CLERK_SYNC_PROCESSING and the task settings: E050 to E056, W003."""
     from .conf import ENQUEUE_FAILURE_POLICIES, PROCESSING_MODES
 
-    messages = []
+    messages: list[Error | Warning] = []
     processing = getattr(settings, "CLERK_SYNC_PROCESSING", "inline")
     if processing not in PROCESSING_MODES:
         messages.append(
@@ -650,6 +669,23 @@ def check_processing_settings(app_configs=None, **kwargs):
                     id="django_clerk_sync.E051",
                 )
             )
+        else:
+            from celery import current_app
+
+            # Celery's fallback app (no project app made in this process) sends to
+            # amqp://localhost, where no worker of the project listens.
+            if current_app._get_current_object().main == "default":
+                messages.append(
+                    Warning(
+                        'CLERK_SYNC_PROCESSING is "celery" but no Celery app is set '
+                        "up in this process: tasks go to Celery's default broker "
+                        "(amqp://localhost), not to the project's workers.",
+                        hint="Create the project's Celery app in a module imported "
+                        "at start-up, as Celery's Django guide does (proj/celery.py, "
+                        "imported in proj/__init__.py).",
+                        id="django_clerk_sync.W003",
+                    )
+                )
     elif processing == "django_tasks":
         messages += _django_tasks_problems()
     return messages
@@ -657,21 +693,26 @@ def check_processing_settings(app_configs=None, **kwargs):
 
 def _task_number_problems():
     messages = []
-    for name, default, whole, least in (
-        ("CLERK_SYNC_SWEEP_AFTER", 600, False, 0),
-        ("CLERK_SYNC_TASK_RETRY_DELAY", 30, False, 0),
-        ("CLERK_SYNC_TASK_MAX_ATTEMPTS", 8, True, 1),
+    from .conf import MAX_SWEEP_AFTER
+
+    for name, default, whole, least, most in (
+        ("CLERK_SYNC_SWEEP_AFTER", 600, False, 0, MAX_SWEEP_AFTER),
+        ("CLERK_SYNC_TASK_RETRY_DELAY", 30, False, 0, None),
+        ("CLERK_SYNC_TASK_MAX_ATTEMPTS", 8, True, 1, None),
     ):
         value = getattr(settings, name, default)
         usable = (
             (isinstance(value, int) if whole else _is_number(value))
             and not isinstance(value, bool)
             and value >= least
+            and (most is None or value <= most)
         )
         if not usable:
             kind = (
                 "whole number, 1 or more" if whole else "number of seconds, 0 or more"
             )
+            if most is not None:
+                kind += f" and at most {most:,} (ten years)"
             messages.append(
                 Error(
                     f"{name} must be a {kind}, not {value!r}. The default "

@@ -33,6 +33,8 @@ PROCESSING_MODES = ("inline", "django_tasks", "celery")
 ENQUEUE_FAILURE_POLICIES = ("retry", "inline")
 DEFAULT_TASK_BACKEND = "default"
 DEFAULT_SWEEP_AFTER = 600
+#: Ten years: a longer threshold is a mistake (and past what dates can subtract).
+MAX_SWEEP_AFTER = 10 * 365 * 86400
 DEFAULT_TASK_MAX_ATTEMPTS = 8
 DEFAULT_TASK_RETRY_DELAY = 30
 
@@ -309,10 +311,11 @@ class ClerkSyncSettings:
         transient error to be stuck, and enqueues it again. Default 600; keep it above
         the longest backlog the workers clear in a burst. ``--older-than`` overrides
         it (system check E056 names an unusable value)."""
-        return _number(
+        value = _number(
             getattr(django_settings, "CLERK_SYNC_SWEEP_AFTER", DEFAULT_SWEEP_AFTER),
             DEFAULT_SWEEP_AFTER,
         )
+        return value if value <= MAX_SWEEP_AFTER else DEFAULT_SWEEP_AFTER
 
     @property
     def TASK_MAX_ATTEMPTS(self) -> int:

@@ -250,6 +250,29 @@ class _DeadlinePassed(Exception):
     pass
 
 
+class _InSavepoint:
+    """A ``DatabaseCache`` whose calls each run in a savepoint: inside a request's
+    transaction (``ATOMIC_REQUESTS``, a DRF view) a failing cache query would
+    otherwise abort the request's transaction, and the request would fail after."""
+
+    def __init__(self, cache):
+        from django.db import router
+
+        self._cache = cache
+        self._using = router.db_for_write(cache.cache_model_class)
+
+    def __getattr__(self, name):
+        method = getattr(self._cache, name)
+
+        def call(*args, **kwargs):
+            from django.db import transaction
+
+            with transaction.atomic(using=self._using):
+                return method(*args, **kwargs)
+
+        return call
+
+
 class RemoteKeys:
     """A JWKS fetched from ``url``, cached in this object (and optionally in a Django
     cache shared by all processes, named by ``shared_cache``).
@@ -599,8 +622,10 @@ class RemoteKeys:
 
     def _shared(self):
         from django.core.cache import caches
+        from django.core.cache.backends.db import DatabaseCache
 
-        return caches[self.shared_cache]
+        cache = caches[self.shared_cache]
+        return _InSavepoint(cache) if isinstance(cache, DatabaseCache) else cache
 
     def _adopt_shared(self, cache):
         """Use the shared keys if another process fetched them more recently than

@@ -170,11 +170,13 @@ def process_stored_event(event_id):
     """
     try:
         event = WebhookEvent.objects.get(pk=event_id)
-    except WebhookEvent.DoesNotExist:
+    except (WebhookEvent.DoesNotExist, ValueError, TypeError):
+        # Pruned meanwhile, or not a row id at all (a task sent by hand): nothing
+        # to process, and nothing a retry would change.
         logger.warning(
             "Clerk event row %s no longer exists; task ignored",
-            event_id,
-            extra={"event_pk": event_id, "outcome": "missing"},
+            str(event_id)[:40],
+            extra={"event_pk": str(event_id)[:40], "outcome": "missing"},
         )
         return None
     try:
@@ -205,7 +207,9 @@ def retry_delay(attempts):
     """
     if attempts >= clerk_settings.TASK_MAX_ATTEMPTS:
         return None
-    base = clerk_settings.TASK_RETRY_DELAY * 2 ** max(attempts - 1, 0)
+    # The exponent is capped: past 2**12 the hour's cap applies anyway, and a float
+    # times 2**1100 overflows.
+    base = clerk_settings.TASK_RETRY_DELAY * 2 ** min(max(attempts - 1, 0), 32)
     return min(base, MAX_RETRY_DELAY) * random.uniform(0.8, 1.2)
 
 
@@ -246,7 +250,8 @@ def sweep(older_than=None, *, limit=None, dry_run=False):
         raise ValueError(
             'CLERK_SYNC_PROCESSING is "inline": there is no queue to sweep events into'
         )
-    candidates = stuck_events(older_than)
+    # Only what enqueueing needs: a backlog's bodies can be large.
+    candidates = stuck_events(older_than).only("pk", "svix_id")
     if limit is not None:
         candidates = candidates[:limit]
     candidates = list(candidates)

@@ -1066,6 +1066,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="sk_test_simulator",
         help="the Bearer key /v1/* accepts (default: sk_test_simulator)",
     )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=3600,
+        help="seconds the printed session token stays valid (default: 3600)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args(argv)
 
@@ -1073,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret_key=args.secret_key, rate_limit=args.rate_limit, port=args.port
     )
     sim.log_requests = not args.quiet
-    sim.add_users(args.users, seed=args.seed)
+    users = sim.add_users(args.users, seed=args.seed)
     with sim:
         limit = (
             f"{args.rate_limit[0]} requests / {args.rate_limit[1]:g} s"
@@ -1089,6 +1095,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  CLERK_SECRET_KEY      = {sim.secret_key}")
             print(f"  CLERK_PUBLISHABLE_KEY = {sim.publishable_key}")
             print(f"  rate limit            = {limit}")
+            if users:
+                # For trying the middleware from curl or a browser: the project
+                # trusts it once CLERK_JWT_ISSUER and CLERK_AUTHORIZED_PARTIES
+                # (http://localhost:3000) are set as above.
+                token = sim.mint_session_token(
+                    users[0]["id"], lifetime=args.token_lifetime
+                )
+                print(
+                    f"  a session token for {users[0]['id']} (azp "
+                    f"http://localhost:3000, valid {args.token_lifetime:g} s):"
+                )
+                print(f"    {token}")
             print("  CLERK_JWT_KEY (the JWKS public key):")
             print(sim.public_key_pem, flush=True)
             while True:

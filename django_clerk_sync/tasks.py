@@ -50,12 +50,12 @@ def process_event_task(event_id: int) -> str | None:
 
 
 def _enqueue_retry(event_id: int, delay: float) -> None:
-    backend = django_task_framework().task_backends[clerk_settings.TASK_BACKEND]
-    if delay and not backend.supports_defer:
-        # Run at once, the retries would spend every attempt in a moment; the sweep
-        # retries it later instead.
-        return
     try:
+        backend = django_task_framework().task_backends[clerk_settings.TASK_BACKEND]
+        if delay and not backend.supports_defer:
+            # Run at once, the retries would spend every attempt in a moment; the
+            # sweep retries it later instead.
+            return
         processing._enqueue_django_task(event_id, delay)
     except Exception as exc:
         logger.error(

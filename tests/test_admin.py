@@ -68,6 +68,24 @@ def test_a_deeply_nested_payload_is_shown_as_sent_not_indented(
     assert b"\n  &quot;data&quot;" not in detail.content  # not indented
 
 
+def test_a_payload_with_a_lone_surrogate_opens(deliver, admin_client_csrf):
+    from django_clerk_sync.models import WebhookEvent
+
+    envelope = load_event("user_created")
+    body = json.dumps(envelope).replace(
+        '"first_name": ', '"first_name": "\\ud800x", "x": ', 1
+    )
+    deliver(body.encode(), svix_id="msg_admin_surrogate")
+    event = WebhookEvent.objects.get(svix_id="msg_admin_surrogate")
+
+    detail = admin_client_csrf.get(
+        reverse("admin:django_clerk_sync_webhookevent_change", args=[event.pk])
+    )
+
+    assert detail.status_code == 200
+    assert b"\\ud800x" in detail.content
+
+
 def test_admin_cannot_add_or_delete_events(deliver, admin_client_csrf):
     deliver(load_event("user_created"))
     add = admin_client_csrf.get(reverse("admin:django_clerk_sync_webhookevent_add"))

@@ -108,6 +108,7 @@ def test_e001_the_endpoint_refuses_rather_than_crashes(deliver, settings):
         (f"{SECRET}\n", "contains whitespace"),
         (f" {SECRET}", "contains whitespace"),
         (SECRET[:12] + " " + SECRET[12:], "contains whitespace"),
+        ("foo", "is not a signing secret (they start with whsec_)"),
         ("whsec_not*base64!", "is not valid base64 after its whsec_ prefix"),
         (SECRET[:-1], "is not valid base64 after its whsec_ prefix"),  # bad padding
         (secret_of(16), "decodes to 16 bytes; Svix secrets are 24 to 64 bytes"),
@@ -120,6 +121,7 @@ def test_e001_the_endpoint_refuses_rather_than_crashes(deliver, settings):
         "trailing-newline",
         "leading-space",
         "inner-space",
+        "no-prefix-not-base64",
         "bad-base64",
         "bad-padding",
         "too-short",

@@ -3,6 +3,7 @@ only, 1 the summary, 2 per-item detail, 3 debug), ``--no-color`` / ``--force-col
 and exit statuses (0 success, 1 a one-line ``CommandError``, 2 a run that finished
 with some items failed). Through ``call_command`` and through real processes."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
 
+import django
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, load_command_class
@@ -342,3 +344,52 @@ def test_database_commands_in_real_processes(file_database):
     )
     assert bad_option.returncode == 1
     assert bad_option.stderr.count("\n") == 1 and "--older-than" in bad_option.stderr
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        # Not migrated: "no such table".
+        "{tmp}/unmigrated.sqlite3",
+        # Cannot even be opened: a file in a folder that does not exist.
+        "{tmp}/no/such/folder/db.sqlite3",
+    ],
+    ids=["not-migrated", "unreachable"],
+)
+def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path, database):
+    module = tmp_path / "broken_db_settings.py"
+    module.write_text(
+        "from tests.settings import *  # noqa\n"
+        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3', "
+        f"'NAME': {database.format(tmp=tmp_path)!r}}}}}\n"
+        "CLERK_SYNC_PROCESSING = 'django_tasks'\n"
+        "TASKS = {'default': {'BACKEND': "
+        "'django.tasks.backends.dummy.DummyBackend' if __import__('django').VERSION "
+        ">= (6,) else 'django_tasks.backends.dummy.DummyBackend'}}\n"
+    )
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="broken_db_settings",
+        PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO_ROOT}",
+    )
+    commands = [
+        ["clerk_sync_status"],
+        ["clerk_replay_events", "--failed"],
+        ["clerk_prune_events", "--older-than", "30d"],
+    ]
+    if importlib.util.find_spec("django_tasks") or django.VERSION >= (6,):
+        commands.append(["clerk_sweep_events"])
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "django", *command, "--skip-checks", "--no-color"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith("CommandError: the database could not be used")
+        assert result.stderr.count("\n") == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr

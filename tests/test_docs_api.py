@@ -108,7 +108,9 @@ def listed(section):
 
 
 def resolve(module, name):
-    obj = importlib.import_module(module)
+    from .test_docs_examples import import_or_skip
+
+    obj = import_or_skip(module, f"docs/api.md's {module}.{name}")
     owner = None
     for part in name.split("."):
         owner, obj = obj, getattr(obj, part)

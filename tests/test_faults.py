@@ -202,6 +202,36 @@ def test_keys_are_shared_through_redis_and_requests_survive_redis_being_killed(
     assert len(redis.jwks_keys()) == 1
 
 
+def test_a_failing_database_cache_leaves_the_request_transaction_usable(
+    sim, clerk_env, transactional_db, caplog
+):
+    """A ``DatabaseCache`` without its table (``createcachetable`` never run), used
+    inside the request's transaction (``ATOMIC_REQUESTS``, a DRF view): on PostgreSQL
+    the failed query would abort that transaction and the request would 500 later."""
+    from django.db import transaction
+
+    clerk_env.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "jwks": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "no_such_cache_table",
+        },
+    }
+    clerk_env.CLERK_JWKS_CACHE = "jwks"
+    tokens.reset_verifiers()
+    user = get_user_model().objects.create_user("ada")
+    ClerkUserLink.objects.create(clerk_id="user_dbcache", user=user)
+
+    with transaction.atomic():
+        claims = tokens.get_verifier().verify(sim.mint_session_token("user_dbcache"))
+        # The transaction still works after the cache's failed queries.
+        assert get_user("user_dbcache") == user
+
+    assert claims.user_id == "user_dbcache"
+    assert sim.request_count(JWKS) == 1
+    assert "JWKS shared cache unusable" in caplog.text
+
+
 def test_a_frozen_redis_costs_a_cold_worker_its_socket_timeouts_not_the_request(
     sim, redis_jwks_cache, clerk_server, ada, caplog
 ):

@@ -13,7 +13,6 @@ Skipped, saying why, without the ``redis-server`` binary or the ``redis`` packag
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import pytest
 from django_clerk_sync import jwks, tokens
 from django_clerk_sync.simulator import ClerkSimulator
 
-from .test_faults import RedisServer
+from .test_faults import redis_server  # noqa: F401  (fixture)
 from .token_support import FRONTEND, JWKSServer, eventually, fresh_verifiers  # noqa: F401
 
 JWKS = "/.well-known/jwks.json"
@@ -170,23 +169,6 @@ class Workers:
             process.stdin.close()
         for stderr in self._stderr:
             stderr.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    pytest.importorskip(
-        "redis",
-        reason="needs the redis package (Django's RedisCache uses it): pip install redis",
-    )
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(
-            "needs the redis-server binary on PATH: "
-            "apt-get install redis-server (Debian), brew install redis (macOS)"
-        )
-    server = RedisServer(binary, tmp_path).start()
-    yield server
-    server.kill()
 
 
 def redis_url(server):

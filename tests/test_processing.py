@@ -13,6 +13,7 @@ with the reason.
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -42,7 +43,7 @@ HAS_TASKS_DB = importlib.util.find_spec("django_tasks_db") is not None
 needs_tasks_db = pytest.mark.skipif(
     not HAS_TASKS_DB,
     reason="needs django-tasks-db (the database backend): "
-    'pip install "django-clerk-sync[test]"',
+    'pip install -e ".[test]" (in this checkout)',
 )
 
 
@@ -85,7 +86,7 @@ def task_settings(settings):
     """Django tasks on the django-tasks-db DatabaseBackend, its table not yet made."""
     if not HAS_TASKS_DB:
         pytest.skip(
-            'needs django-tasks-db: pip install "django-clerk-sync[test]" '
+            'needs django-tasks-db: pip install -e ".[test]" (in this checkout) '
             "(django-tasks-db is the database backend)"
         )
     framework = tasks.django_task_framework()
@@ -126,18 +127,20 @@ def run_db_worker():
 
 @pytest.fixture
 def redis_url(tmp_path):
-    """Redis db 5 on 127.0.0.1:6379, or else a redis-server of the test's own."""
+    """A ``redis-server`` of the test's own (db 5), or ``CLERK_SYNC_TEST_REDIS``: the
+    test empties the database it uses, so it never takes a developer's Redis."""
     redis = pytest.importorskip("redis", reason="needs the redis package")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=2)
+    configured = os.environ.get("CLERK_SYNC_TEST_REDIS")
     server = None
-    try:
-        client.ping()
-    except redis.ConnectionError:
+    if configured:
+        client = redis.Redis.from_url(configured, socket_timeout=2)
+    else:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip(
-                "needs Redis: a server on 127.0.0.1:6379 (db 5 is used), or the "
-                "redis-server binary on PATH (apt-get install redis-server)"
+                "needs the redis-server binary on PATH (apt-get install "
+                "redis-server), or CLERK_SYNC_TEST_REDIS naming a Redis database "
+                "the test may empty"
             )
         from .test_faults import RedisServer
 
@@ -146,8 +149,8 @@ def redis_url(tmp_path):
             host="127.0.0.1", port=server.port, db=REDIS_DB, socket_timeout=2
         )
     client.flushdb()
-    port = client.connection_pool.connection_kwargs["port"]
-    yield f"redis://127.0.0.1:{port}/{REDIS_DB}"
+    kwargs = client.connection_pool.connection_kwargs
+    yield configured or f"redis://127.0.0.1:{kwargs['port']}/{kwargs.get('db', 0)}"
     client.flushdb()
     if server is not None:
         server.kill()
@@ -169,7 +172,7 @@ def celery_app_for(broker):
 @pytest.fixture
 def celery_app(redis_url):
     pytest.importorskip(
-        "celery", reason='needs celery: pip install "django-clerk-sync[test]"'
+        "celery", reason='needs celery: pip install -e ".[test]" (in this checkout)'
     )
     app = celery_app_for(redis_url)
     with override_settings(CLERK_SYNC_PROCESSING="celery"):
@@ -240,7 +243,7 @@ def celery_worker(celery_app, transactional_db):
 @pytest.fixture
 def celery_broker_down(transactional_db):
     pytest.importorskip(
-        "celery", reason='needs celery: pip install "django-clerk-sync[test]"'
+        "celery", reason='needs celery: pip install -e ".[test]" (in this checkout)'
     )
     app = celery_app_for(f"redis://127.0.0.1:{free_loopback_port()}/{REDIS_DB}")
     with override_settings(CLERK_SYNC_PROCESSING="celery"):
@@ -527,6 +530,15 @@ def test_process_stored_event_ignores_a_missing_row(transactional_db, caplog):
     assert "987654 no longer exists" in caplog.text
 
 
+@pytest.mark.parametrize("event_id", ["garbage", [1], None])
+def test_process_stored_event_ignores_an_id_that_is_no_row_id(
+    transactional_db, caplog, event_id
+):
+    # A task sent by hand with a wrong argument: logged, no traceback, no retry.
+    assert processing.process_stored_event(event_id) is None
+    assert "no longer exists; task ignored" in caplog.text
+
+
 def test_process_stored_event_is_a_no_op_for_a_processed_event(deliver):
     deliver(load_event("user_created"), svix_id="msg_done")
     stored = WebhookEvent.objects.get()
@@ -692,11 +704,26 @@ def test_sweep_says_so_when_the_queue_is_down(task_settings, transactional_db):
     assert WebhookEvent.objects.filter(status="received").count() == 2
 
 
+@override_settings(CLERK_SYNC_SWEEP_AFTER=1e11)
+def test_an_unusable_sweep_setting_falls_back_to_the_default(task_table):
+    stored_event("msg_old", age=3600)
+
+    assert sweep().startswith("1 stuck event(s) older than 600 s")
+
+
+def test_retry_delay_stays_bounded_after_many_attempts():
+    with override_settings(CLERK_SYNC_TASK_MAX_ATTEMPTS=10_000):
+        assert processing.retry_delay(1100) <= processing.MAX_RETRY_DELAY * 1.2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--older-than", "-1"], "--older-than '-1': give a number of seconds"),
         (["--older-than", "soon"], "--older-than 'soon'"),
+        # Past what a date can subtract: an OverflowError traceback before.
+        (["--older-than", "1e11"], "--older-than '1e11': give a number of seconds"),
+        (["--older-than", "1e300"], "from 0 to 315360000"),
         (["--limit", "0"], "--limit '0': give a whole number"),
         (["--limit", "x"], "--limit 'x'"),
     ],
@@ -821,7 +848,9 @@ def test_celery_sweep_task_runs_the_sweep(celery_worker):
 
 def processing_messages():
     return sorted(
-        (m.id, m.msg) for m in run_checks() if m.id.startswith("django_clerk_sync.E05")
+        (m.id, m.msg)
+        for m in run_checks()
+        if m.id.startswith(("django_clerk_sync.E05", "django_clerk_sync.W003"))
     )
 
 
@@ -888,6 +917,7 @@ def test_good_processing_settings_pass(overrides):
         ({"CLERK_SYNC_TASK_MAX_ATTEMPTS": 0}, "E056", "CLERK_SYNC_TASK_MAX_ATTEMPTS"),
         ({"CLERK_SYNC_TASK_MAX_ATTEMPTS": 2.5}, "E056", "whole number"),
         ({"CLERK_SYNC_TASK_RETRY_DELAY": -1}, "E056", "CLERK_SYNC_TASK_RETRY_DELAY"),
+        ({"CLERK_SYNC_SWEEP_AFTER": 1e11}, "E056", "at most 315,360,000"),
     ],
 )
 def test_bad_processing_settings_are_named(overrides, check_id, text):
@@ -916,6 +946,22 @@ def test_bad_values_fall_back_to_safe_defaults():
         assert clerk_settings.SWEEP_AFTER == 600
         assert clerk_settings.TASK_MAX_ATTEMPTS == 8
         assert clerk_settings.TASK_RETRY_DELAY == 30
+
+
+@override_settings(CLERK_SYNC_PROCESSING="celery")
+def test_celery_chosen_without_a_project_app_is_a_warning(monkeypatch):
+    pytest.importorskip("celery", reason="needs celery")
+    from celery import Celery, _state
+
+    # As in a project that never imports its celery.py: Celery's fallback app.
+    monkeypatch.setattr(_state, "default_app", None)
+    monkeypatch.setattr(_state._tls, "current_app", None)
+    (message,) = processing_messages()
+    assert message[0] == "django_clerk_sync.W003"
+    assert "no Celery app is set up" in message[1]
+
+    Celery("proj")  # what proj/celery.py does: becomes the current app
+    assert processing_messages() == []
 
 
 @override_settings(CLERK_SYNC_PROCESSING="celery")

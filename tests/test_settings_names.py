@@ -138,8 +138,29 @@ def test_names_clerks_frontends_read_are_left_alone(settings):
     settings.CLERK_SIGN_IN_URL = "/sign-in"
     settings.CLERK_SIGN_UP_URL = "/sign-up"
     settings.CLERK_TELEMETRY_DISABLED = True
+    settings.CLERK_TELEMETRY_SAMPLING_RATE = 0.1
+    settings.CLERK_AFTER_SIGN_IN_URL = "/"
+    settings.CLERK_FRONTEND_API = "clerk.example.com"
 
     assert w002() == []
+
+
+def test_a_package_installed_without_sources_warns_about_nothing(
+    settings, tmp_path, monkeypatch
+):
+    # Compiled-only or zipped installs: no .py to read the names from. Every real
+    # setting would be reported ("CLERK_WEBHOOK_SECRET ... has no effect") otherwise.
+    from django_clerk_sync import checks
+
+    monkeypatch.setattr(checks, "__file__", str(tmp_path / "checks.pyc"))
+    checks.known_setting_names.cache_clear()
+    try:
+        settings.CLERK_WEBHOOK_SECERT = "whsec_typo"
+        assert checks.known_setting_names() is None
+        assert w002() == []
+    finally:
+        monkeypatch.undo()
+        checks.known_setting_names.cache_clear()
 
 
 def test_every_setting_of_the_package_is_accepted(settings):

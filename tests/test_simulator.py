@@ -17,9 +17,10 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.test import override_settings
 from django.urls import reverse
 
-from django_clerk_sync import get_user
+from django_clerk_sync import get_user, tokens
 from django_clerk_sync.simulator import ClerkSimulator
 
 from .conftest import SECRET
@@ -527,6 +528,19 @@ def test_command_line_prints_what_to_configure_and_serves():
         assert "CLERK_PUBLISHABLE_KEY = pk_test_" in output
         assert "CLERK_SECRET_KEY      = sk_test_simulator" in output
         assert "50 requests / 10 s" in output
+        # The printed token is one the middleware accepts, set up as printed.
+        token = output.split("valid 3600 s):\n")[1].split()[0]
+        key = output[output.index("-----BEGIN PUBLIC KEY-----") :]
+        with override_settings(
+            CLERK_JWT_KEY=key,
+            CLERK_JWT_ISSUER=url,
+            CLERK_AUTHORIZED_PARTIES=["http://localhost:3000"],
+        ):
+            tokens.reset_verifiers()
+            claims = tokens.get_verifier().verify(token)
+        tokens.reset_verifiers()
+        first_user = output.split("a session token for ")[1].split()[0]
+        assert claims.user_id == first_user
         request = urllib.request.Request(
             url + "/v1/users/count",
             headers={"Authorization": "Bearer sk_test_simulator"},

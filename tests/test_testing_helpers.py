@@ -86,6 +86,17 @@ def test_post_webhook_takes_an_envelope_dict_and_extra_headers(db):
     assert response.json()["reason"] == "no signature matches CLERK_WEBHOOK_SECRET"
 
 
+def test_post_webhook_takes_any_bytes_like_body_and_refuses_other_types(db):
+    body = event("user.created", clerk_user("user_2bytes"))
+
+    response = post_webhook(Client(), bytearray(body))
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "created"
+    with pytest.raises(TypeError, match="takes an envelope .* not list"):
+        post_webhook(Client(), [body])
+
+
 def test_post_webhook_with_another_secret_or_an_old_timestamp_is_refused(db):
     body = event("user.created", clerk_user("user_2refused"))
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 
 import pytest
@@ -949,7 +950,13 @@ def test_a_signed_payload_that_is_not_a_json_object(sim, verifier, payload):
     token = f"{signing_input}.{b64url(signature)}"
     assert len(token) <= tokens.MAX_TOKEN_LENGTH
 
-    assert rejection(verifier, token) == Reason.MALFORMED
+    reason = rejection(verifier, token)
+    if payload.startswith(b'{"a":[') and reason == Reason.MISSING_CLAIM:
+        # Python 3.13's parser reads 5,000 levels (3.10-3.12 refuse them): then it
+        # is a JSON object without "sub", refused for that.
+        assert sys.version_info >= (3, 13)
+        return
+    assert reason == Reason.MALFORMED
 
 
 def test_a_forged_header_without_a_kid_is_an_unknown_key(sim, verifier):

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip(
-    "mypy", reason="mypy is not installed: pip install django-clerk-sync[types]"
+    "mypy", reason='mypy is not installed: pip install -e ".[types]" (in this checkout)'
 )
 pytest.importorskip(
     "mypy_django_plugin",
-    reason="django-stubs is not installed: pip install django-clerk-sync[types]",
+    reason='django-stubs is not installed: pip install -e ".[types]" (in this checkout)',
 )
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,10 @@ deliveries over HTTP, signed by svix's signer. Two engines: Celery with Redis as
 broker (10,000 deliveries) and Django's tasks framework with the django-tasks-db
 backend and its ``db_worker`` (2,000). Runs with ``make test-postgres``; skips, saying
 why, without PostgreSQL, without the engine's package, or (Celery) without Redis
-(``CLERK_SYNC_TEST_REDIS``, default ``redis://127.0.0.1:6379/6``).
+(a ``redis-server`` the test starts, or ``CLERK_SYNC_TEST_REDIS``).
 """
 
+import shutil
 import threading
 import time
 from collections import Counter
@@ -52,10 +53,16 @@ def make_harness(engine, transactional_db, tmp_path):
     reason = missing_services(engine, broker)
     if reason:
         pytest.skip(reason)
-    broker_db = None
+    broker_db = private_redis = None
     if engine == "celery":
         import redis
 
+        if broker is None:
+            from .test_faults import RedisServer
+
+            private_redis = RedisServer(shutil.which("redis-server"), tmp_path)
+            private_redis.start()
+            broker = f"redis://127.0.0.1:{private_redis.port}/6"
         broker_db = redis.Redis.from_url(broker, socket_timeout=5)
         broker_db.flushdb()
     with connection.cursor() as cursor:
@@ -93,6 +100,8 @@ def make_harness(engine, transactional_db, tmp_path):
             )
     if broker_db is not None:
         broker_db.flushdb()
+    if private_redis is not None:
+        private_redis.kill()
 
 
 def effects():

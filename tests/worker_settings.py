@@ -5,7 +5,7 @@ benchmarks/bench_deferred.py: a web server serving the webhook, Celery workers a
 The harness sets the environment (tests/worker_support.py):
 
 ``CLERK_SYNC_WORKER_DB``          the PostgreSQL database (the test database)
-``CLERK_SYNC_WORKER_BROKER``      the Celery broker URL (default Redis db 6)
+``CLERK_SYNC_WORKER_BROKER``      the Celery broker URL (Celery runs only)
 ``CLERK_SYNC_WORKER_PROCESSING``  ``CLERK_SYNC_PROCESSING``: ``"celery"`` (default),
                                   ``"django_tasks"`` (django-tasks-db) or ``"inline"``
 ``CLERK_SYNC_WORKER_QUEUE``       ``CLERK_SYNC_TASK_QUEUE``, one per run
@@ -62,9 +62,7 @@ CLERK_SYNC_FIELD_MAP = {
     "username": "username",
 }
 
-CELERY_BROKER_URL = os.environ.get(
-    "CLERK_SYNC_WORKER_BROKER", "redis://127.0.0.1:6379/6"
-)
+CELERY_BROKER_URL = os.environ.get("CLERK_SYNC_WORKER_BROKER") or None
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task is acknowledged only after it ran (the package's task sets acks_late too), so
 # a killed worker's task stays with the broker; one task reserved per worker at a time.

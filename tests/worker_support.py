@@ -9,6 +9,7 @@ kills them and always stops what it started.
 import importlib.util
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,13 +28,15 @@ WEBHOOK_PATH = "/api/webhooks/clerk/"
 
 
 def redis_url(db=6):
-    """The broker: ``CLERK_SYNC_TEST_REDIS`` or the local Redis, database ``db``."""
-    return os.environ.get("CLERK_SYNC_TEST_REDIS", f"redis://127.0.0.1:6379/{db}")
+    """``CLERK_SYNC_TEST_REDIS`` (the test empties that database), or ``None``: then
+    the test starts a ``redis-server`` of its own, never touching a developer's."""
+    return os.environ.get("CLERK_SYNC_TEST_REDIS") or None
 
 
 def missing_services(engine, broker_url):
     """Why the worker tests of ``engine`` (``"celery"`` or ``"django_tasks"``) cannot
-    run here, or ``None`` when they can."""
+    run here, or ``None`` when they can. ``broker_url`` ``None``: a private
+    ``redis-server`` will be started."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -50,15 +53,20 @@ def missing_services(engine, broker_url):
             return f"needs the {module} package: pip install '{install}'"
     if engine != "celery":
         return None
+    if broker_url is None:
+        if shutil.which("redis-server") is None:
+            return (
+                "needs the redis-server binary on PATH (apt-get install "
+                "redis-server), or CLERK_SYNC_TEST_REDIS naming a Redis database "
+                "the test may empty"
+            )
+        return None
     import redis
 
     try:
         redis.Redis.from_url(broker_url, socket_timeout=2).ping()
     except redis.RedisError as exc:
-        return (
-            f"needs a Redis server at {broker_url} ({type(exc).__name__}); "
-            "set CLERK_SYNC_TEST_REDIS to use another"
-        )
+        return f"needs a Redis server at {broker_url} ({type(exc).__name__})"
     return None
 
 
@@ -157,7 +165,8 @@ class Harness:
             ),
             "PYTHONUNBUFFERED": "1",
             "CLERK_SYNC_WORKER_DB": database,
-            "CLERK_SYNC_WORKER_BROKER": broker_url,
+            # Only Celery has a broker (Django tasks' queue is the database).
+            "CLERK_SYNC_WORKER_BROKER": broker_url or "",
             "CLERK_SYNC_WORKER_PROCESSING": processing,
             "CLERK_SYNC_WORKER_QUEUE": self.queue,
             **(extra_env or {}),

@@ -4,7 +4,8 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, OperationalError, ProgrammingError
 
 
 def milliseconds(value, option):
@@ -79,3 +80,24 @@ def verbosity_logging(command, verbosity):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+class DatabaseCommand(BaseCommand):
+    """A command that reads or writes the app's tables: a database that is down or
+    not migrated is a one-line ``CommandError``, not a traceback (``clerk_sync_status``
+    is what an operator runs in an outage)."""
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except DatabaseError as exc:
+            # Connection and missing-table errors say what to fix; others (a unique
+            # violation) can quote user data, so only their type is shown.
+            detail = type(exc).__name__
+            if isinstance(exc, (OperationalError, ProgrammingError)):
+                first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+                detail += f": {first_line}" if first_line else ""
+            raise CommandError(
+                f"the database could not be used ({detail}); check DATABASES and "
+                "that manage.py migrate has run"
+            )

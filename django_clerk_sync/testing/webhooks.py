@@ -55,12 +55,17 @@ def signed_headers(
 
 
 def _body(envelope_or_body: Mapping[str, Any] | bytes | str) -> bytes:
-    if isinstance(envelope_or_body, bytes):
-        return (
-            envelope_or_body  # sent exactly as given: the signature covers these bytes
-        )
+    if isinstance(envelope_or_body, (bytes, bytearray, memoryview)):
+        # Sent exactly as given: the signature covers these bytes.
+        return bytes(envelope_or_body)
     if isinstance(envelope_or_body, str):
         return envelope_or_body.encode("utf-8")
+    if not isinstance(envelope_or_body, Mapping):
+        raise TypeError(
+            "post_webhook() takes an envelope (a dict, e.g. json.loads(event(...))) or "
+            "the body as bytes or str, not "
+            f"{type(envelope_or_body).__name__}"
+        )
     return json.dumps(envelope_or_body).encode("utf-8")
 
 

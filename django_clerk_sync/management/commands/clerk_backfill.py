@@ -1,13 +1,13 @@
 """``manage.py clerk_backfill``: copy (or reconcile) every Clerk user into Django."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ...backend_api import MAX_PAGE_SIZE, BackendAPI, BackendAPIError, settings_problem
 from ...backfill import SUMMARY_LINES, BackfillError, ProgressMeter, run_backfill
-from ..options import PARTIAL_FAILURE, milliseconds, verbosity_logging
+from ..options import PARTIAL_FAILURE, DatabaseCommand, milliseconds, verbosity_logging
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Copy every Clerk user into Django through the same sync path as the "
         "webhook (Backend API GET /v1/users). Safe to re-run at any time to "

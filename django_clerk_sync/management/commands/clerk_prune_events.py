@@ -3,10 +3,11 @@
 import re
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from ...models import WebhookEvent
+from ..options import DatabaseCommand
 
 UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -25,7 +26,7 @@ def _age(text):
         raise CommandError(f"--older-than {text!r} is too long ago to compute")
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Delete processed and ignored webhook events received longer ago than "
         "--older-than. Failed and unprocessed events are kept (they may still need "

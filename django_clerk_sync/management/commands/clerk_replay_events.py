@@ -2,15 +2,15 @@
 
 from datetime import datetime, timezone
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ...events import process_event
 from ...models import WebhookEvent
 from ...sync import PermanentFailure
-from ..options import PARTIAL_FAILURE, milliseconds, verbosity_logging
+from ..options import PARTIAL_FAILURE, DatabaseCommand, milliseconds, verbosity_logging
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Process stored webhook events again (they were verified when they arrived). "
         "Idempotent: processed and ignored events are left as they are unless "

@@ -2,11 +2,11 @@
 
 import math
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ... import processing
-from ...conf import clerk_settings
-from ..options import PARTIAL_FAILURE, verbosity_logging
+from ...conf import MAX_SWEEP_AFTER, clerk_settings
+from ..options import PARTIAL_FAILURE, DatabaseCommand, verbosity_logging
 
 
 def _seconds(text):
@@ -14,9 +14,10 @@ def _seconds(text):
         value = float(text)
     except (TypeError, ValueError):
         value = math.nan
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value) or not 0 <= value <= MAX_SWEEP_AFTER:
         raise CommandError(
-            f"--older-than {text!r}: give a number of seconds, 0 or more (e.g. 600)"
+            f"--older-than {text!r}: give a number of seconds from 0 to "
+            f"{MAX_SWEEP_AFTER} (ten years), e.g. 600"
         )
     return value
 
@@ -27,7 +28,7 @@ def _limit(text):
     return int(text[:18])
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Enqueue again the webhook events whose task was lost (still 'received') or "
         "that failed with a transient error (below CLERK_SYNC_TASK_MAX_ATTEMPTS), "

@@ -2,13 +2,14 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Count, Max, Min, Q
 
 from ...models import ClerkUserLink, WebhookEvent
+from ..options import DatabaseCommand
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = (
         "Linked users, tombstones, events by status, the last event received and the "
         "oldest unresolved failure. Exits non-zero while failed events are pending, "

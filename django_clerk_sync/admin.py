@@ -96,7 +96,10 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         # Indenting grows with the square of the depth (50 MB for a signed body 5,000
         # levels deep, which Python 3.13's parser accepts): deep bodies are shown as sent.
         if parsed is not None and _nesting(parsed) <= MAX_PRETTY_DEPTH:
-            text = json.dumps(parsed, indent=2, ensure_ascii=False)
+            pretty = json.dumps(parsed, indent=2, ensure_ascii=False)
+            # Many small values nested a few dozen levels indent to tens of MB.
+            if len(pretty) <= max(MAX_PRETTY_SIZE, 4 * len(text)):
+                text = pretty
             # A lone surrogate ("\ud800", which a user can put in unsafe_metadata)
             # cannot be written as UTF-8: show it escaped, as JSON writes it.
             text = text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -105,6 +108,8 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
 #: Clerk's payloads nest about six levels; metadata a few more.
 MAX_PRETTY_DEPTH = 64
+#: Characters of indented payload shown before the body is shown as sent instead.
+MAX_PRETTY_SIZE = 1_000_000
 
 
 def _nesting(value):

@@ -68,6 +68,28 @@ def test_a_deeply_nested_payload_is_shown_as_sent_not_indented(
     assert b"\n  &quot;data&quot;" not in detail.content  # not indented
 
 
+def test_a_payload_that_would_indent_to_megabytes_is_shown_as_sent(
+    deliver, admin_client_csrf
+):
+    # 20,000 values 50 levels down: a 40 kB body, 2 MB once indented.
+    from django_clerk_sync.models import WebhookEvent
+
+    envelope = load_event("user_created")
+    envelope["data"]["unsafe_metadata"] = {
+        "n": json.loads("[" * 50 + ",".join(["0"] * 20_000) + "]" * 50)
+    }
+    deliver(envelope, svix_id="msg_admin_wide")
+    event = WebhookEvent.objects.get(svix_id="msg_admin_wide")
+
+    detail = admin_client_csrf.get(
+        reverse("admin:django_clerk_sync_webhookevent_change", args=[event.pk])
+    )
+
+    assert detail.status_code == 200
+    assert len(detail.content) < 4 * len(event.body_text) + 200_000
+    assert b"0, 0, 0" in detail.content  # as sent, not one value per line
+
+
 def test_a_payload_with_a_lone_surrogate_opens(deliver, admin_client_csrf):
     from django_clerk_sync.models import WebhookEvent
 

@@ -748,18 +748,7 @@ def _plan_and_apply_page(
                 field_map,
             )
         except Exception as exc:  # one bad record is reported, not fatal to the page
-            logger.warning(
-                "Clerk user %s could not be synced (%s)",
-                clerk_id,
-                source,
-                extra={
-                    "clerk_id": clerk_id,
-                    "source": source,
-                    "outcome": FAILED,
-                    "error": type(exc).__name__,
-                },
-            )
-            results.append(SyncResult(clerk_id, FAILED, detail=type(exc).__name__))
+            results.append(_failed(clerk_id, source, exc))
             continue
         results.append(planned)
         if planned.outcome == UPDATED:
@@ -833,26 +822,31 @@ def _sync_one(clerk_user: ClerkUser, clerk_id: str, source: str) -> SyncResult:
     try:
         return sync_user(clerk_user, source=source)
     except Exception as exc:  # one bad user is reported, not fatal to the page
-        # The exception's text can hold user data (a database error quoting an
-        # email), so only its type is reported.
-        detail = type(exc).__name__
-        if isinstance(exc, SyncConflict):
-            detail += (
-                ": a unique value is held by a local user outside Clerk, or a "
-                "required field has no value"
-            )
-        logger.warning(
-            "Clerk user %s could not be synced (%s)",
-            clerk_id,
-            source,
-            extra={
-                "clerk_id": clerk_id,
-                "source": source,
-                "outcome": FAILED,
-                "error": type(exc).__name__,
-            },
+        return _failed(clerk_id, source, exc)
+
+
+def _failed(clerk_id: str, source: str, exc: Exception) -> SyncResult:
+    """Log one user of a page that could not be synced; its ``FAILED`` result."""
+    # The exception's text can hold user data (a database error quoting an email),
+    # so only its type is reported.
+    detail = type(exc).__name__
+    if isinstance(exc, SyncConflict):
+        detail += (
+            ": a unique value is held by a local user outside Clerk, or a "
+            "required field has no value"
         )
-        return SyncResult(clerk_id, FAILED, detail=detail)
+    logger.warning(
+        "Clerk user %s could not be synced (%s)",
+        clerk_id,
+        source,
+        extra={
+            "clerk_id": clerk_id,
+            "source": source,
+            "outcome": FAILED,
+            "error": type(exc).__name__,
+        },
+    )
+    return SyncResult(clerk_id, FAILED, detail=detail)
 
 
 def sync_users(

@@ -219,8 +219,11 @@ def test_every_command_has_django_s_standard_options(command):
 # --- real processes ---------------------------------------------------------------
 
 
-def manage(*args, settings="tests.settings", **kwargs):
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE=settings, PYTHONPATH=str(REPO_ROOT))
+def manage(*args, settings="tests.settings", settings_dir=None, **kwargs):
+    """``python -m django *args`` in a real process; ``settings_dir`` holds a settings
+    module a test wrote."""
+    path = os.pathsep.join(str(p) for p in (settings_dir, REPO_ROOT) if p)
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE=settings, PYTHONPATH=path)
     env.pop("DJANGO_COLORS", None)
     return subprocess.run(
         [sys.executable, "-m", "django", *args],
@@ -310,19 +313,9 @@ def file_database(tmp_path):
         f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3', "
         f"'NAME': {str(tmp_path / 'db.sqlite3')!r}}}}}\n"
     )
-    settings = "conventions_settings"
-    env_path = f"{tmp_path}{os.pathsep}{REPO_ROOT}"
 
     def managed(*args):
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE=settings, PYTHONPATH=env_path)
-        return subprocess.run(
-            [sys.executable, "-m", "django", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return manage(*args, settings="conventions_settings", settings_dir=tmp_path)
 
     migrated = managed("migrate", "-v", "0")
     assert migrated.returncode == 0, migrated.stderr
@@ -367,11 +360,6 @@ def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path, da
         "'django.tasks.backends.dummy.DummyBackend' if __import__('django').VERSION "
         ">= (6,) else 'django_tasks.backends.dummy.DummyBackend'}}\n"
     )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="broken_db_settings",
-        PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO_ROOT}",
-    )
     commands = [
         ["clerk_sync_status"],
         ["clerk_replay_events", "--failed"],
@@ -380,13 +368,12 @@ def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path, da
     if importlib.util.find_spec("django_tasks") or django.VERSION >= (6,):
         commands.append(["clerk_sweep_events"])
     for command in commands:
-        result = subprocess.run(
-            [sys.executable, "-m", "django", *command, "--skip-checks", "--no-color"],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = manage(
+            *command,
+            "--skip-checks",
+            "--no-color",
+            settings="broken_db_settings",
+            settings_dir=tmp_path,
         )
 
         assert result.returncode == 1, (command, result.stderr)
